@@ -1,0 +1,80 @@
+"""invresilience: retries, circuit breakers, admission control, idempotency, dead letters
+and shard routing for Python bots and workers, behind one typed API.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import exceptions, testing, typing
+from ._clock import SystemClock
+from ._core.retry import RetryDecision
+from ._events import Event, Listener, LoggingListener, RetryEvent, add_listener, remove_listener
+from ._retry import Attempt, Attempts, Backoff, Outcome, RetryBudget, RetryPolicy
+from .exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    BulkheadFullError,
+    CircuitOpenError,
+    ConfigurationError,
+    IdempotencyError,
+    IdempotencyInProgressError,
+    IdempotencyKeyReuseError,
+    LeaseLostError,
+    NoShardOwnerError,
+    RateLimitedError,
+    ResilienceError,
+    RetriesExhaustedError,
+    RetryBudgetExhaustedError,
+)
+from .typing import Clock
+
+__all__ = [
+    "Attempt",
+    "Attempts",
+    "Backoff",
+    "BackendError",
+    "BackendUnavailableError",
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "Clock",
+    "ConfigurationError",
+    "Event",
+    "IdempotencyError",
+    "IdempotencyInProgressError",
+    "IdempotencyKeyReuseError",
+    "LeaseLostError",
+    "Listener",
+    "LoggingListener",
+    "NoShardOwnerError",
+    "Outcome",
+    "RateLimitedError",
+    "ResilienceError",
+    "RetriesExhaustedError",
+    "RetryBudget",
+    "RetryBudgetExhaustedError",
+    "RetryDecision",
+    "RetryEvent",
+    "RetryPolicy",
+    "SystemClock",
+    "add_listener",
+    "exceptions",
+    "remove_listener",
+    "testing",
+    "typing",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The version is read from the installed metadata only when asked for: importing the
+    # package stays cheap.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("invresilience")
+        except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+            return "0.0.0+unknown"
+    raise AttributeError(f"module 'invresilience' has no attribute {name!r}")

@@ -1,0 +1,201 @@
+"""Typed events and their listeners.
+
+Events are built only when a listener is attached: the shells test the module-level
+:data:`active` flag, a single attribute read, before constructing anything.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, final
+
+import attrs
+
+from ._core.retry import RetryDecision
+
+__all__ = [
+    "Event",
+    "Listener",
+    "LoggingListener",
+    "RetryEvent",
+    "add_listener",
+    "emit",
+    "remove_listener",
+    "scoped_listener",
+]
+
+logger = logging.getLogger("invresilience")
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """Base class of every event invresilience emits.
+
+    Attributes:
+        source: The name of the policy (or breaker, limiter, ...) that emitted it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    source: str
+
+
+@final
+@attrs.frozen(kw_only=True)
+class RetryEvent(Event):
+    """One attempt of a retried call finished, and what was decided.
+
+    Attributes:
+        target: The qualified name of the callable being retried.
+        attempt: The attempt's number, starting at 1.
+        decision: What happens next.
+        delay: Seconds slept before the next attempt (for ``RETRY``), or the delay that
+            was refused (for ``DEADLINE_EXCEEDED`` / ``BUDGET_EXHAUSTED``); else ``0.0``.
+        elapsed: Seconds since the first attempt started.
+        exception: The attempt's exception, if it raised.
+        result: The attempt's return value, if it returned.
+
+    .. versionadded:: 0.1.0
+    """
+
+    target: str
+    attempt: int
+    decision: RetryDecision
+    delay: float
+    elapsed: float
+    exception: BaseException | None = None
+    result: Any = None
+
+
+Listener = Callable[[Event], None]
+"""A callable that receives every event. It must be quick and must not raise; exceptions
+it raises are logged and swallowed so that observing a call never breaks it.
+
+.. versionadded:: 0.1.0
+"""
+
+_lock = threading.Lock()
+_global: tuple[Listener, ...] = ()
+_scoped: contextvars.ContextVar[tuple[Listener, ...]] = contextvars.ContextVar(
+    "invresilience_listeners", default=()
+)
+_scoped_users = 0
+
+#: True while any listener is attached anywhere; the shells read it before building events.
+active = False
+
+
+def _refresh() -> None:
+    global active
+    active = bool(_global) or _scoped_users > 0
+
+
+def add_listener(listener: Listener) -> Callable[[], None]:
+    """Attach *listener* to every event of the process.
+
+    Returns:
+        A function that detaches it again.
+
+    .. versionadded:: 0.1.0
+    """
+    global _global
+    with _lock:
+        _global = (*_global, listener)
+        _refresh()
+    return lambda: remove_listener(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Detach a listener attached with :func:`add_listener`; detaching twice is harmless.
+
+    .. versionadded:: 0.1.0
+    """
+    global _global
+    with _lock:
+        if listener in _global:
+            index = _global.index(listener)
+            _global = _global[:index] + _global[index + 1 :]
+        _refresh()
+
+
+@contextmanager
+def scoped_listener(listener: Listener) -> Iterator[None]:
+    """Attach *listener* for the current context only (this thread or task and its children)."""
+    global _scoped_users
+    with _lock:
+        _scoped_users += 1
+        _refresh()
+    token = _scoped.set((*_scoped.get(), listener))
+    try:
+        yield
+    finally:
+        _scoped.reset(token)
+        with _lock:
+            _scoped_users -= 1
+            _refresh()
+
+
+def emit(event: Event) -> None:
+    """Deliver *event* to the global listeners and to those scoped to this context."""
+    for listener in (*_global, *_scoped.get()):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("invresilience: event listener %r raised", listener)
+
+
+_LEVELS = {
+    RetryDecision.SUCCESS: logging.DEBUG,
+    RetryDecision.RETRY: logging.WARNING,
+    RetryDecision.NOT_RETRYABLE: logging.DEBUG,
+}
+
+
+@final
+class LoggingListener:
+    """A listener that writes events to a stdlib :mod:`logging` logger.
+
+    Retries are logged at ``WARNING``; giving up on a retryable failure at ``ERROR``;
+    successes and non-retryable failures at ``DEBUG``. Structured fields are passed in
+    ``extra`` (``invresilience_event``) for handlers that want them.
+
+    Args:
+        logger: Where to log; defaults to the ``"invresilience"`` logger.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("logger",)
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger if logger is not None else logging.getLogger("invresilience")
+
+    def __call__(self, event: Event) -> None:
+        """Log *event*."""
+        if isinstance(event, RetryEvent):
+            level = _LEVELS.get(event.decision, logging.ERROR)
+            if not self.logger.isEnabledFor(level):
+                return
+            what = (
+                f"{type(event.exception).__qualname__}: {event.exception}"
+                if event.exception is not None
+                else f"returned {event.result!r}"
+            )
+            self.logger.log(
+                level,
+                "%s: %s attempt %d %s (%s) after %.3f s; next delay %.3f s",
+                event.source,
+                event.target,
+                event.attempt,
+                event.decision.value,
+                what,
+                event.elapsed,
+                event.delay,
+                extra={"invresilience_event": event},
+            )
+        elif self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("%r", event, extra={"invresilience_event": event})

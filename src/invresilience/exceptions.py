@@ -1,0 +1,207 @@
+"""Every error invresilience raises, in one tree.
+
+.. code-block:: text
+
+    ResilienceError
+    ├── ConfigurationError (also ValueError)       bad configuration, raised at construction
+    ├── RetriesExhaustedError                      result-based retrying gave up
+    │   └── RetryBudgetExhaustedError              ... because the retry budget was spent
+    ├── CircuitOpenError                           a breaker rejected the call
+    ├── RateLimitedError                           a rate limiter rejected the call
+    ├── BulkheadFullError                          a bulkhead had no room
+    ├── IdempotencyError
+    │   ├── IdempotencyInProgressError             the same key is running elsewhere
+    │   ├── IdempotencyKeyReuseError               the same key came with another payload
+    │   └── LeaseLostError                         the lease was taken over or expired
+    ├── NoShardOwnerError                          no live worker owns a key
+    └── BackendError                               a store failed
+        └── BackendUnavailableError                a store could not be reached
+
+When retries run out on an *exception*, invresilience re-raises the **original**
+exception, with the attempt history added as a note (:pep:`678`); it is not wrapped.
+Only result-based retrying, where there is no exception to re-raise, raises
+:class:`RetriesExhaustedError`.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "ConfigurationError",
+    "IdempotencyError",
+    "IdempotencyInProgressError",
+    "IdempotencyKeyReuseError",
+    "LeaseLostError",
+    "NoShardOwnerError",
+    "RateLimitedError",
+    "ResilienceError",
+    "RetriesExhaustedError",
+    "RetryBudgetExhaustedError",
+]
+
+
+class ResilienceError(Exception):
+    """Root of every error raised by invresilience itself.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class ConfigurationError(ResilienceError, ValueError):
+    """A configuration value was rejected at construction.
+
+    Attributes:
+        field: The qualified name of the offending field, such as ``"RetryPolicy.attempts"``.
+        value: The rejected value.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} {problem}, got {value!r}")
+
+
+class RetriesExhaustedError(ResilienceError):
+    """Result-based retrying gave up: the last *result* was still classified as retryable.
+
+    Attributes:
+        last_result: The value the final attempt returned.
+        attempts: How many attempts were made.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, last_result: Any, attempts: int) -> None:
+        self.last_result = last_result
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class RetryBudgetExhaustedError(RetriesExhaustedError):
+    """Result-based retrying stopped because the shared :class:`~invresilience.RetryBudget` was spent.
+
+    For exception-based retrying the original exception is re-raised instead.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class CircuitOpenError(ResilienceError):
+    """A circuit breaker rejected the call without running it.
+
+    A fresh instance is raised every time, so tracebacks never accumulate.
+
+    Attributes:
+        name: The breaker's name.
+        retry_after: Seconds until the breaker will next admit a probe, if known.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, name: str, retry_after: float | None = None) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        hint = "" if retry_after is None else f"; retry in {retry_after:.3g} s"
+        super().__init__(f"circuit {name!r} is open{hint}")
+
+
+class RateLimitedError(ResilienceError):
+    """A rate limiter rejected the call.
+
+    Attributes:
+        retry_after: Seconds until a permit is expected to be available.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message or f"rate limited; retry in {retry_after:.3g} s")
+
+
+class BulkheadFullError(ResilienceError):
+    """A bulkhead had no free slot and its waiting queue was full or timed out.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class IdempotencyError(ResilienceError):
+    """Base class of the idempotency errors.
+
+    Attributes:
+        key: The idempotency key concerned.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class IdempotencyInProgressError(IdempotencyError):
+    """Another worker holds the claim on this key.
+
+    Attributes:
+        until: Wall-clock time (seconds since the epoch) when that claim's lease expires.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, key: str, until: float | None = None) -> None:
+        self.until = until
+        super().__init__(key, f"idempotency key {key!r} is in progress elsewhere")
+
+
+class IdempotencyKeyReuseError(IdempotencyError):
+    """The key was seen before with a different payload fingerprint.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            key, f"idempotency key {key!r} was already used with a different payload"
+        )
+
+
+class LeaseLostError(IdempotencyError):
+    """The presented lease is stale: it expired and another claim (a higher fence) took over.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, key: str, fence: int | None = None) -> None:
+        self.fence = fence
+        super().__init__(key, f"lease on {key!r} (fence {fence}) was lost")
+
+
+class NoShardOwnerError(ResilienceError):
+    """No live worker owns the key at the current membership version.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class BackendError(ResilienceError):
+    """A backend store failed; the driver's exception is chained as ``__cause__``.
+
+    .. versionadded:: 0.1.0
+    """
+
+
+class BackendUnavailableError(BackendError):
+    """A backend store could not be reached.
+
+    .. versionadded:: 0.1.0
+    """
