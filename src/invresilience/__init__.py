@@ -34,9 +34,9 @@ from .typing import Clock
 __all__ = [
     "Attempt",
     "Attempts",
-    "Backoff",
     "BackendError",
     "BackendUnavailableError",
+    "Backoff",
     "BulkheadFullError",
     "CircuitOpenError",
     "Clock",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import final
+
+from typing_extensions import final
 
 __all__ = ["SYSTEM_CLOCK", "SystemClock"]
 

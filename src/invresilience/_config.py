@@ -8,14 +8,25 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Callable
-from typing import Any
-
-import attrs
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError
 
-__all__ = ["duration", "optional_duration", "seconds", "validate"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import attrs
+
+__all__ = [
+    "duration",
+    "field_name",
+    "integer",
+    "number",
+    "optional_duration",
+    "optional_seconds",
+    "seconds",
+    "validate",
+]
 
 
 def field_name(instance: object, attribute: attrs.Attribute[Any]) -> str:
@@ -23,11 +34,16 @@ def field_name(instance: object, attribute: attrs.Attribute[Any]) -> str:
     return f"{type(instance).__name__}.{attribute.alias or attribute.name}"
 
 
-def seconds(value: object) -> object:
+def seconds(value: float | datetime.timedelta) -> float:
     """Convert a :class:`datetime.timedelta` to float seconds; leave anything else for the validator."""
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()
     return value
+
+
+def optional_seconds(value: float | datetime.timedelta | None) -> float | None:
+    """:func:`seconds`, letting ``None`` (no limit) through."""
+    return None if value is None else seconds(value)
 
 
 def _is_number(value: object) -> bool:
@@ -51,7 +67,9 @@ def duration(*, positive: bool = False) -> Callable[[Any, attrs.Attribute[Any], 
     return check
 
 
-def optional_duration(*, positive: bool = False) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+def optional_duration(
+    *, positive: bool = False
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     """Like :func:`duration`, but ``None`` (no limit) is allowed."""
     inner = duration(positive=positive)
 
@@ -87,7 +105,9 @@ def integer(*, minimum: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]
     return check
 
 
-def number(*, minimum: float, inclusive: bool = True) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+def number(
+    *, minimum: float, inclusive: bool = True
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
     """An attrs validator for a finite real number above *minimum*."""
 
     def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -11,9 +11,10 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, final
+from typing import Any
 
 import attrs
+from typing_extensions import final
 
 from ._core.retry import RetryDecision
 

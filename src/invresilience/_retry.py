@@ -14,23 +14,33 @@ import inspect
 import random
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from collections.abc import AsyncGenerator as AsyncGen
-from types import TracebackType
-from typing import Any, Literal, TypeVar, cast, final
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import attrs
-from typing_extensions import ParamSpec, Self
+from typing_extensions import ParamSpec, Self, final
 
 from . import _events
 from ._clock import SYSTEM_CLOCK
-from ._config import duration, field_name, integer, number, optional_duration, seconds
+from ._config import (
+    duration,
+    field_name,
+    integer,
+    number,
+    optional_duration,
+    optional_seconds,
+    seconds,
+)
 from ._core.backoff import JITTERS, KINDS, compute_delay
 from ._core.budget import BudgetWindow
 from ._core.retry import RetryDecision, RetryRun
 from ._scope import DEADLINE, TESTING
 from .exceptions import ConfigurationError, RetriesExhaustedError, RetryBudgetExhaustedError
 from .typing import Clock
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 __all__ = ["Attempt", "Backoff", "Outcome", "RetryBudget", "RetryPolicy"]
 
@@ -103,7 +113,9 @@ class Backoff:
         if self.jitter == "decorrelated":
             if self.kind != "exponential":
                 raise ConfigurationError(
-                    "Backoff.jitter", self.jitter, f"is defined for exponential backoff only, not {self.kind}"
+                    "Backoff.jitter",
+                    self.jitter,
+                    f"is defined for exponential backoff only, not {self.kind}",
                 )
             if self.initial <= 0:
                 raise ConfigurationError(
@@ -117,7 +129,7 @@ class Backoff:
         .. versionadded:: 0.1.0
         """
         value = seconds(delay)
-        return cls(initial=value, maximum=value, kind="constant", jitter=jitter)  # type: ignore[arg-type]
+        return cls(initial=value, maximum=value, kind="constant", jitter=jitter)
 
     @classmethod
     def linear(
@@ -133,14 +145,16 @@ class Backoff:
         .. versionadded:: 0.1.0
         """
         return cls(
-            initial=initial,  # type: ignore[arg-type]
-            increment=increment,  # type: ignore[arg-type]
-            maximum=maximum,  # type: ignore[arg-type]
+            initial=initial,
+            increment=increment,
+            maximum=maximum,
             kind="linear",
             jitter=jitter,
         )
 
-    def delay(self, attempt: int, previous: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, previous: float | None = None, rng: random.Random | None = None
+    ) -> float:
         """The delay after failed attempt number *attempt* (1-based).
 
         Args:
@@ -294,7 +308,7 @@ def _add_note(exc: BaseException, note: str) -> None:
     if sys.version_info >= (3, 11):
         exc.add_note(note)
     else:  # pragma: no cover - Python 3.10 keeps the note where 3.11+ would
-        exc.__notes__ = [*getattr(exc, "__notes__", ()), note]
+        exc.__notes__ = [*getattr(exc, "__notes__", ()), note]  # type: ignore[attr-defined]
 
 
 @final
@@ -339,7 +353,7 @@ class RetryPolicy:
     )
     attempts: int = attrs.field(default=3, validator=integer(minimum=1))
     timeout: float | None = attrs.field(
-        default=30.0, converter=seconds, validator=optional_duration(positive=True)
+        default=30.0, converter=optional_seconds, validator=optional_duration(positive=True)
     )
     backoff: Backoff = attrs.field(factory=Backoff)
     budget: RetryBudget | None = None
@@ -404,7 +418,7 @@ class RetryPolicy:
             retryable=retryable,
             outcome=exc if exc is not None else result,
             now=now,
-            hint=None if hint is None else float(seconds(hint)),  # type: ignore[arg-type]
+            hint=None if hint is None else float(seconds(hint)),
             backoff=self._backoff,
             spend=None if self.budget is None else self.budget.try_withdraw,
             wait=wait,
@@ -444,10 +458,18 @@ class RetryPolicy:
 
     def _succeeded(self, fn: object, run: RetryRun | None, start: float) -> None:
         attempt = 1 if run is None else run.attempt
-        self._emit(fn, attempt, RetryDecision.SUCCESS, 0.0, self.clock.monotonic() - start, None, None)
+        self._emit(
+            fn, attempt, RetryDecision.SUCCESS, 0.0, self.clock.monotonic() - start, None, None
+        )
 
-    def _exhausted(self, run: RetryRun, decision: RetryDecision, fn: object, result: Any) -> RetriesExhaustedError:
-        cls = RetryBudgetExhaustedError if decision is RetryDecision.BUDGET_EXHAUSTED else RetriesExhaustedError
+    def _exhausted(
+        self, run: RetryRun, decision: RetryDecision, fn: object, result: Any
+    ) -> RetriesExhaustedError:
+        cls = (
+            RetryBudgetExhaustedError
+            if decision is RetryDecision.BUDGET_EXHAUSTED
+            else RetriesExhaustedError
+        )
         return cls(
             run.note(self.name or _target_name(fn), self.clock.monotonic()),
             last_result=result,
@@ -504,7 +526,7 @@ class RetryPolicy:
                 continue
             if _events.active:
                 self._succeeded(fn, run, start)
-            return result
+            return cast("T", result)
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying as configured; the async twin of :meth:`call`.
@@ -544,7 +566,7 @@ class RetryPolicy:
                 continue
             if _events.active:
                 self._succeeded(fn, run, start)
-            return result
+            return cast("T", result)
 
     # -- the decorator -------------------------------------------------------------------------
 
@@ -583,8 +605,7 @@ class RetryPolicy:
                             return
 
         elif inspect.iscoroutinefunction(fn):
-
-            wrapper = _async_caller(self, fn)  # type: ignore[arg-type]
+            wrapper = _async_caller(self, fn)
 
         elif inspect.isgeneratorfunction(fn):
 
@@ -595,7 +616,6 @@ class RetryPolicy:
                 return (yield from _resume(gen, value))
 
         else:
-
             wrapper = _sync_caller(self, fn)
 
         functools.update_wrapper(wrapper, fn)
@@ -608,7 +628,7 @@ class RetryPolicy:
 
         .. code-block:: python
 
-            for attempt in policy.retrying():       # or: async for
+            for attempt in policy.retrying():  # or: async for
                 with attempt:
                     stock = erp.fetch(sku)
 
@@ -643,7 +663,11 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
             budget.deposit()
         outer = DEADLINE.get()
         token = None
-        if outer is not None and outer[0] is clock and (timeout is None or outer[1] < start + timeout):
+        if (
+            outer is not None
+            and outer[0] is clock
+            and (timeout is None or outer[1] < start + timeout)
+        ):
             deadline: float | None = outer[1]
         elif timeout is None:
             deadline = None
@@ -681,7 +705,11 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
             budget.deposit()
         outer = DEADLINE.get()
         token = None
-        if outer is not None and outer[0] is clock and (timeout is None or outer[1] < start + timeout):
+        if (
+            outer is not None
+            and outer[0] is clock
+            and (timeout is None or outer[1] < start + timeout)
+        ):
             deadline: float | None = outer[1]
         elif timeout is None:
             deadline = None
@@ -798,7 +826,7 @@ class Attempts:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_delay", "_policy", "_run", "_start", "_deadline", "_wait")
+    __slots__ = ("_deadline", "_delay", "_policy", "_run", "_start", "_wait")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextvars
+from typing import TYPE_CHECKING
 
 import attrs
 
-from .typing import Clock
+if TYPE_CHECKING:
+    from .typing import Clock
 
 __all__ = ["DEADLINE", "TESTING", "TestingScope"]
 

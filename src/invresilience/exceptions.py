@@ -170,9 +170,7 @@ class IdempotencyKeyReuseError(IdempotencyError):
     """
 
     def __init__(self, key: str) -> None:
-        super().__init__(
-            key, f"idempotency key {key!r} was already used with a different payload"
-        )
+        super().__init__(key, f"idempotency key {key!r} was already used with a different payload")
 
 
 class LeaseLostError(IdempotencyError):

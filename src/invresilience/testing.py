@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import final
+from typing import TYPE_CHECKING
 
-from .exceptions import ConfigurationError
+from typing_extensions import final
+
 from ._core.retry import RetryDecision
 from ._events import Event, RetryEvent, scoped_listener
 from ._scope import TESTING, TestingScope
+from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["ManualClock", "Timeline", "testing"]
 
@@ -134,9 +138,7 @@ def testing(*, attempts: int | None = None, wait: bool = False) -> Iterator[Time
 
     .. versionadded:: 0.1.0
     """
-    if attempts is not None and (
-        not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1
-    ):
+    if attempts is not None and (type(attempts) is not int or attempts < 1):
         raise ConfigurationError("testing.attempts", attempts, "must be an int >= 1 or None")
     timeline = Timeline()
     token = TESTING.set(TestingScope(attempts, wait))

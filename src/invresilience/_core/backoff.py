@@ -6,7 +6,10 @@ delay past the cap and the distribution does not pile up at it.
 
 from __future__ import annotations
 
-import random
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["JITTERS", "KINDS", "compute_delay"]
 

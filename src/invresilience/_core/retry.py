@@ -7,8 +7,10 @@ attempt fails, so a call that succeeds at once never builds one.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["RetryDecision", "RetryRun"]
 
@@ -119,9 +121,11 @@ class RetryRun:
         """The attempt history, for the note added to the exception that is re-raised."""
         decision = self.history[-1][3] if self.history else RetryDecision.NOT_RETRYABLE
         lines = [
-            f"invresilience: {target} gave up after {self.attempt} attempt"
-            f"{'' if self.attempt == 1 else 's'} in {now - self.start:.3f} s: "
-            f"{_REASONS.get(decision, decision.value)}"
+            (
+                f"invresilience: {target} gave up after {self.attempt} attempt"
+                f"{'' if self.attempt == 1 else 's'} in {now - self.start:.3f} s: "
+                f"{_REASONS.get(decision, decision.value)}"
+            )
         ]
         history = self.history
         if len(history) > 2 * _NOTE_EDGE:
@@ -134,7 +138,11 @@ class RetryRun:
                 lines.append(f"  ... {skipped} more attempts ...")
                 continue
             attempt, elapsed, outcome, step, delay = entry
-            then = f"retried after {delay:.3f} s" if step is RetryDecision.RETRY else _REASONS.get(step, step.value)
+            then = (
+                f"retried after {delay:.3f} s"
+                if step is RetryDecision.RETRY
+                else _REASONS.get(step, step.value)
+            )
             lines.append(f"  attempt {attempt} at +{elapsed:.3f} s: {_describe(outcome)}; {then}")
         return "\n".join(lines)
 
