@@ -147,3 +147,8 @@ def testing(*, attempts: int | None = None, wait: bool = False) -> Iterator[Time
             yield timeline
     finally:
         TESTING.reset(token)
+
+
+# `from invresilience.testing import testing` in a test module must not make pytest
+# collect this function as a test.
+testing.__test__ = False  # type: ignore[attr-defined]

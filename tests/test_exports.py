@@ -1,0 +1,63 @@
+"""The public surface: __all__ sorted and complete, classes final, names documented."""
+
+from __future__ import annotations
+
+import inspect
+import types
+
+import pytest
+
+import invresilience as ir
+from invresilience import exceptions, testing
+
+
+@pytest.mark.parametrize("module", [ir, exceptions, testing, ir.typing])
+def test_all_is_sorted_and_complete(module: types.ModuleType) -> None:
+    """Every public attribute is exported, in sorted order, and every export exists."""
+    assert sorted(module.__all__) == module.__all__
+    for name in module.__all__:
+        assert hasattr(module, name)
+    if module is ir:
+        public = {name for name in vars(module) if not name.startswith("_")}
+        public -= {"annotations", "Any"}
+    else:
+        public = {
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+        }
+    assert set() == public - set(module.__all__)
+
+
+def test_version_is_lazy() -> None:
+    """``__version__`` comes from the installed metadata, and unknown names still fail."""
+    assert isinstance(ir.__version__, str)
+    with pytest.raises(AttributeError):
+        _ = ir.no_such_name  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("module", [ir, testing])
+def test_public_classes_are_final(module: types.ModuleType) -> None:
+    """Concrete public classes are final; bases and Protocols are extension points."""
+    extension_points = {"Event", "Clock"}
+    for name in module.__all__:
+        value = getattr(module, name)
+        if inspect.isclass(value) and not issubclass(value, BaseException):
+            if name in extension_points or issubclass(value, __import__("enum").Enum):
+                continue
+            assert getattr(value, "__final__", False), name
+
+
+@pytest.mark.parametrize("module", [ir, exceptions, testing, ir.typing])
+def test_every_public_name_has_versionadded(module: types.ModuleType) -> None:
+    """Every exported class and function documents the version that added it."""
+    for name in module.__all__:
+        value = getattr(module, name)
+        if isinstance(value, types.ModuleType):
+            doc = value.__doc__
+        elif inspect.isclass(value) or inspect.isfunction(value):
+            doc = inspect.getdoc(value)
+        else:
+            continue
+        assert doc is not None, name
+        assert "versionadded" in doc, name
