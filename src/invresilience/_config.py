@@ -25,7 +25,6 @@ __all__ = [
     "optional_duration",
     "optional_seconds",
     "seconds",
-    "validate",
 ]
 
 
@@ -76,18 +75,6 @@ def optional_duration(
     def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None:
             inner(instance, attribute, value)
-
-    return check
-
-
-def validate(
-    predicate: Callable[[Any], bool], problem: str
-) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
-    """An attrs validator that rejects values for which *predicate* is false."""
-
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not predicate(value):
-            raise ConfigurationError(field_name(instance, attribute), value, problem)
 
     return check
 

@@ -718,3 +718,106 @@ class TestRetryingLoop:
             with attempt:
                 fn()
         assert 2 == fn.calls
+
+
+class TestAsyncShellsMatchSync:
+    def test_async_events_budget_and_shared_deadline(self, clock: ManualClock) -> None:
+        """The async shell emits events, spends budgets and joins outer deadlines like sync."""
+        budget = ir.RetryBudget(ratio=1.0, clock=clock)
+        events: list[ir.Event] = []
+        remove = ir.add_listener(events.append)
+        inner = policy(clock, attempts=100, timeout=100, backoff=ir.Backoff.constant(1))
+        outer = policy(clock, attempts=1, timeout=5, budget=budget)
+        fn = Flaky(1000)
+
+        async def leaf() -> str:
+            return str(fn())
+
+        async def middle() -> str:
+            return await inner.acall(leaf)
+
+        first = Flaky(1)
+
+        async def once_flaky() -> str:
+            return str(first())
+
+        try:
+            assert "ok" == asyncio.run(policy(clock, budget=budget).acall(once_flaky))
+            with pytest.raises(ConnectionError):
+                asyncio.run(outer.acall(middle))
+        finally:
+            remove()
+        assert 5 == fn.calls  # the inner policy stopped at the outer 5 s deadline
+        decisions = [e.decision for e in events if isinstance(e, ir.RetryEvent)]
+        assert [ir.RetryDecision.RETRY, ir.RetryDecision.SUCCESS] == decisions[:2]
+
+    def test_loop_spends_budget_and_joins_outer_deadline(self, clock: ManualClock) -> None:
+        """The retrying() loop deposits into its budget and honours an outer deadline."""
+        budget = ir.RetryBudget(ratio=0.0, minimum_per_second=0.0, clock=clock)
+        loop_policy = policy(clock, budget=budget, attempts=5)
+        runs = 0
+
+        def body() -> None:
+            nonlocal runs
+            for attempt in loop_policy.retrying():
+                with attempt:
+                    runs += 1
+                    raise ConnectionError
+
+        outer = policy(clock, attempts=1, timeout=5)
+        with pytest.raises(ConnectionError) as info:
+            outer.call(body)
+        assert 1 == runs  # the budget allows no retry at all
+        assert "retry budget" in info.value.__notes__[0]
+
+    def test_decorrelated_previous_below_initial(self) -> None:
+        """A previous delay below initial / 3 still draws no less than initial."""
+        b = ir.Backoff(initial=1, maximum=10, jitter="decorrelated")
+        assert 1.0 == b.delay(2, previous=0.1, rng=random.Random(0))
+
+    def test_generator_return_after_throw(self, clock: ManualClock) -> None:
+        """A generator that returns after catching a thrown exception hands back its value."""
+
+        @policy(clock)
+        def gen() -> Any:
+            try:
+                yield 1
+            except ValueError:
+                return "handled"
+
+        g = gen()
+        next(g)
+        with pytest.raises(StopIteration) as stop:
+            g.throw(ValueError())
+        assert "handled" == stop.value.value
+
+    def test_async_generator_ends_after_throw(self, clock: ManualClock) -> None:
+        """An async generator that swallows a thrown exception and ends stops iteration."""
+
+        @policy(clock)
+        async def agen() -> AsyncIterator[int]:
+            try:
+                yield 1
+            except ValueError:
+                return
+
+        async def main() -> None:
+            g = agen()
+            await g.__anext__()
+            with pytest.raises(StopAsyncIteration):
+                await g.athrow(ValueError())
+
+        asyncio.run(main())
+
+    def test_async_success_after_retry_is_reported(self, clock: ManualClock) -> None:
+        """A success after async retries is reported with its attempt number."""
+        fn = Flaky(1)
+
+        async def fetch() -> str:
+            return str(fn())
+
+        with ir.testing.testing() as timeline:
+            asyncio.run(policy(clock).acall(fetch))
+        assert [2] == [
+            e.attempt for e in timeline.retries if e.decision is ir.RetryDecision.SUCCESS
+        ]
