@@ -1,0 +1,1 @@
+"""The invresilience test suite (a package, so tests can import ``tests.services``)."""
