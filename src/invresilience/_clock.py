@@ -14,7 +14,7 @@ __all__ = ["SYSTEM_CLOCK", "SystemClock"]
 class SystemClock:
     """The process's real clock: :func:`time.monotonic`, :func:`time.time` and real sleeps.
 
-    Stateless; every policy shares :data:`SYSTEM_CLOCK` unless given another clock.
+    Stateless: every policy shares one instance unless given another clock.
 
     .. versionadded:: 0.1.0
     """

@@ -37,6 +37,8 @@ def seconds(value: float | datetime.timedelta) -> float:
     """Convert a :class:`datetime.timedelta` to float seconds; leave anything else for the validator."""
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value
 
 

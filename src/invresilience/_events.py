@@ -188,9 +188,8 @@ class LoggingListener:
             )
             self.logger.log(
                 level,
-                "%s: %s attempt %d %s (%s) after %.3f s; next delay %.3f s",
-                event.source,
-                event.target,
+                "%s attempt %d %s (%s) after %.3f s; next delay %.3f s",
+                event.target if event.source == event.target else f"{event.source}: {event.target}",
                 event.attempt,
                 event.decision.value,
                 what,

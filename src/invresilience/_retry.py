@@ -236,8 +236,8 @@ class RetryBudget:
     minimum_per_second: float = attrs.field(default=10.0, validator=number(minimum=0.0))
     ttl: float = attrs.field(default=10.0, converter=seconds, validator=duration(positive=True))
     clock: Clock = SYSTEM_CLOCK
-    _window: BudgetWindow = attrs.field(init=False)
-    _lock: threading.Lock = attrs.field(init=False, factory=threading.Lock)
+    _window: BudgetWindow = attrs.field(init=False, repr=False)
+    _lock: threading.Lock = attrs.field(init=False, repr=False, factory=threading.Lock)
 
     def __attrs_post_init__(self) -> None:
         if self.ratio > 1.0:
@@ -300,7 +300,13 @@ def _default_retry_after(outcome: Outcome) -> float | datetime.timedelta | None:
     return None
 
 
+#: The target named in events and notes of a ``retrying()`` loop.
+_LOOP = "retrying() loop"
+
+
 def _target_name(fn: object) -> str:
+    if isinstance(fn, str):
+        return fn
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
@@ -456,10 +462,23 @@ class RetryPolicy:
             )
         )
 
-    def _succeeded(self, fn: object, run: RetryRun | None, start: float) -> None:
-        attempt = 1 if run is None else run.attempt
+    def _finished(
+        self,
+        fn: object,
+        run: RetryRun | None,
+        start: float,
+        exc: BaseException | None = None,
+        result: Any = None,
+    ) -> None:
+        """Report the final attempt: a success, or an exception ``on`` does not cover."""
         self._emit(
-            fn, attempt, RetryDecision.SUCCESS, 0.0, self.clock.monotonic() - start, None, None
+            fn,
+            1 if run is None else run.attempt,
+            RetryDecision.SUCCESS if exc is None else RetryDecision.NOT_RETRYABLE,
+            0.0,
+            self.clock.monotonic() - start,
+            exc,
+            result,
         )
 
     def _exhausted(
@@ -521,11 +540,15 @@ class RetryPolicy:
             except self._types as caught:
                 exc = caught
                 continue
+            except Exception as other:
+                if _events.active:
+                    self._finished(fn, run, start, other)
+                raise
             exc = None
             if self._classifier is not None and self._retry_result(result):
                 continue
             if _events.active:
-                self._succeeded(fn, run, start)
+                self._finished(fn, run, start, None, result)
             return cast("T", result)
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -561,11 +584,15 @@ class RetryPolicy:
             except self._types as caught:
                 exc = caught
                 continue
+            except Exception as other:
+                if _events.active:
+                    self._finished(fn, run, start, other)
+                raise
             exc = None
             if self._classifier is not None and self._retry_result(result):
                 continue
             if _events.active:
-                self._succeeded(fn, run, start)
+                self._finished(fn, run, start, None, result)
             return cast("T", result)
 
     # -- the decorator -------------------------------------------------------------------------
@@ -654,7 +681,7 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
     monotonic = policy.clock.monotonic
     clock, timeout, budget = policy.clock, policy.timeout, policy.budget
     types, classifier = policy._types, policy._classifier
-    again, succeeded = policy._call_again, policy._succeeded
+    again, finished = policy._call_again, policy._finished
 
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
         start = monotonic()
@@ -679,10 +706,14 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
                 result = fn(*args, **kwargs)
             except types as exc:
                 return again(fn, args, kwargs, start, deadline, exc, None)
+            except Exception as exc:
+                if _events.active:
+                    finished(fn, None, start, exc)
+                raise
             if classifier is not None and classifier(Outcome(None, result)):
                 return again(fn, args, kwargs, start, deadline, None, result)
             if _events.active:
-                succeeded(fn, None, start)
+                finished(fn, None, start, None, result)
             return result
         finally:
             if token is not None:
@@ -696,7 +727,7 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
     monotonic = policy.clock.monotonic
     clock, timeout, budget = policy.clock, policy.timeout, policy.budget
     types, classifier = policy._types, policy._classifier
-    again, succeeded = policy._acall_again, policy._succeeded
+    again, finished = policy._acall_again, policy._finished
 
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
         start = monotonic()
@@ -721,10 +752,14 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
                 result = await fn(*args, **kwargs)
             except types as exc:
                 return await again(fn, args, kwargs, start, deadline, exc, None)
+            except Exception as exc:
+                if _events.active:
+                    finished(fn, None, start, exc)
+                raise
             if classifier is not None and classifier(Outcome(None, result)):
                 return await again(fn, args, kwargs, start, deadline, None, result)
             if _events.active:
-                succeeded(fn, None, start)
+                finished(fn, None, start, None, result)
             return result
         finally:
             if token is not None:
@@ -848,13 +883,11 @@ class Attempts:
         """Record an attempt's end; return whether to swallow its exception."""
         policy = self._policy
         assert self._run is not None
-        if exc is None:
-            if _events.active:
-                policy._succeeded("attempts", self._run, self._start)
+        if exc is None or not isinstance(exc, policy._types):
+            if _events.active and (exc is None or isinstance(exc, Exception)):
+                policy._finished(_LOOP, self._run, self._start, exc)
             return False
-        if not isinstance(exc, policy._types):
-            return False
-        decision, delay = policy._judge(self._run, self._wait, "attempts", exc, None)
+        decision, delay = policy._judge(self._run, self._wait, _LOOP, exc, None)
         if decision is RetryDecision.RETRY:
             self._delay = delay
             return True

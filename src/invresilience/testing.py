@@ -100,7 +100,7 @@ class Timeline:
 
     @property
     def retries(self) -> list[RetryEvent]:
-        """The retry events: one per attempt."""
+        """The retry events, one per attempt."""
         return [event for event in self.events if isinstance(event, RetryEvent)]
 
     @property
@@ -115,7 +115,7 @@ class Timeline:
 
     @property
     def delays(self) -> list[float]:
-        """The delays that would have been slept between attempts (not slept: waits are zeroed)."""
+        """The delays decided between attempts (slept only under ``testing(wait=True)``)."""
         return [event.delay for event in self.retries if event.decision is RetryDecision.RETRY]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -125,3 +126,69 @@ def test_logging_listener_quiet_when_disabled(caplog: pytest.LogCaptureFixture) 
             )
         )
     assert ["INFO"] == [r.levelname for r in caplog.records]
+
+
+def test_final_events_carry_result_or_exception() -> None:
+    """A success reports its result; an exception outside ``on`` is reported as NOT_RETRYABLE."""
+    clock = ManualClock()
+    p = ir.RetryPolicy(on=ConnectionError, clock=clock)
+
+    def missing() -> None:
+        raise KeyError("sku")
+
+    with ir.testing.testing() as timeline:
+        assert "ok" == p.call(flaky(1))  # type: ignore[arg-type]
+        with pytest.raises(KeyError):
+            p.call(missing)
+        with pytest.raises(TypeError):
+            p.call(flaky(1), "unexpected")  # type: ignore[arg-type]
+    retries = timeline.retries
+    assert "ok" == retries[1].result
+    assert [
+        ir.RetryDecision.RETRY,
+        ir.RetryDecision.SUCCESS,
+        ir.RetryDecision.NOT_RETRYABLE,
+        ir.RetryDecision.NOT_RETRYABLE,
+    ] == timeline.decisions
+    assert isinstance(retries[2].exception, KeyError)
+
+
+def test_exception_outside_on_after_a_retry_is_reported() -> None:
+    """A later attempt failing with an unlisted exception is reported with its number."""
+    errors = iter([ConnectionError(), KeyError("late")])
+
+    def fn() -> None:
+        raise next(errors)
+
+    async def afn() -> None:
+        fn()
+
+    p = ir.RetryPolicy(on=ConnectionError, clock=ManualClock())
+    with ir.testing.testing() as timeline:
+        with pytest.raises(KeyError):
+            p.call(fn)
+        errors = iter([ConnectionError(), KeyError("late")])
+        with pytest.raises(KeyError):
+            asyncio.run(p.acall(afn))
+    assert [(1, "retry"), (2, "not_retryable")] * 2 == [
+        (e.attempt, e.decision.value) for e in timeline.retries
+    ]
+
+
+def test_loop_events_name_the_loop() -> None:
+    """Events from a retrying() loop name it, and unlisted exceptions are reported."""
+    p = ir.RetryPolicy(on=ConnectionError, clock=ManualClock())
+    with ir.testing.testing() as timeline, pytest.raises(KeyError):  # noqa: PT012 - the loop is what raises
+        for attempt in p.retrying():
+            with attempt:
+                raise KeyError
+    (event,) = timeline.retries
+    assert ("retrying() loop", ir.RetryDecision.NOT_RETRYABLE) == (event.target, event.decision)
+
+
+def test_integer_durations_become_floats() -> None:
+    """Durations given as ints are stored as float seconds."""
+    assert 10.0 == ir.RetryBudget(ttl=10).ttl
+    assert isinstance(ir.Backoff(initial=1).initial, float)
+    assert isinstance(ir.RetryPolicy(on=ValueError, timeout=5).timeout, float)
+    assert "_window" not in repr(ir.RetryBudget())
