@@ -32,9 +32,9 @@ from ._config import (
     optional_seconds,
     seconds,
 )
-from ._core.backoff import JITTERS, KINDS, compute_delay
+from ._core.backoff import JITTERS, KINDS, delay_function
 from ._core.budget import BudgetWindow
-from ._core.retry import RetryDecision, RetryRun
+from ._core.retry import NOT_RETRYABLE, RETRY, SUCCESS, RetryDecision, RetryRun
 from ._scope import DEADLINE, TESTING
 from .exceptions import ConfigurationError, RetriesExhaustedError, RetryBudgetExhaustedError
 from .typing import Clock
@@ -96,6 +96,9 @@ class Backoff:
     jitter: Jitter = "full"
     kind: Kind = "exponential"
     increment: float = attrs.field(default=0.0, converter=seconds, validator=duration())
+    _delay: Callable[[int, float | None, random.Random], float] = attrs.field(
+        init=False, repr=False, eq=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.jitter not in JITTERS:
@@ -121,6 +124,13 @@ class Backoff:
                 raise ConfigurationError(
                     "Backoff.initial", self.initial, "must be > 0 with decorrelated jitter"
                 )
+        object.__setattr__(
+            self,
+            "_delay",
+            delay_function(
+                self.kind, self.jitter, self.initial, self.maximum, self.multiplier, self.increment
+            ),
+        )
 
     @classmethod
     def constant(cls, delay: float | datetime.timedelta, *, jitter: Jitter = "none") -> Self:
@@ -164,17 +174,7 @@ class Backoff:
 
         .. versionadded:: 0.1.0
         """
-        return compute_delay(
-            self.kind,
-            self.jitter,
-            self.initial,
-            self.maximum,
-            self.multiplier,
-            self.increment,
-            attempt,
-            previous,
-            _shared_random if rng is None else rng,
-        )
+        return self._delay(attempt, previous, _shared_random if rng is None else rng)
 
 
 @final
@@ -293,10 +293,12 @@ def _validate_on(instance: RetryPolicy, attribute: attrs.Attribute[Any], value: 
         )
 
 
-def _default_retry_after(outcome: Outcome) -> float | datetime.timedelta | None:
-    hint = getattr(outcome.exception, "retry_after", None)
-    if isinstance(hint, (int, float, datetime.timedelta)) and not isinstance(hint, bool):
-        return hint
+def _hint_seconds(hint: object) -> float | None:
+    """A ``Retry-After`` hint as seconds, or ``None`` when it is not a duration."""
+    if isinstance(hint, (int, float)) and not isinstance(hint, bool):
+        return float(hint)
+    if isinstance(hint, datetime.timedelta):
+        return hint.total_seconds()
     return None
 
 
@@ -341,8 +343,8 @@ class RetryPolicy:
             it. Nested retried calls share the outermost deadline.
         backoff: The delay between attempts.
         budget: A shared :class:`RetryBudget`, or ``None``.
-        retry_after: Extracts a ``Retry-After`` hint from an outcome; by default the
-            ``retry_after`` attribute of the exception (seconds or a timedelta). A hint
+        retry_after: Extracts a ``Retry-After`` hint from an outcome; by default (``None``)
+            the ``retry_after`` attribute of the exception (seconds or a timedelta) is used. A hint
             replaces the backoff delay; if it would end past the deadline, retrying stops.
         clock: The time source.
         random: The random source for jitter.
@@ -363,7 +365,7 @@ class RetryPolicy:
     )
     backoff: Backoff = attrs.field(factory=Backoff)
     budget: RetryBudget | None = None
-    retry_after: RetryAfter = _default_retry_after
+    retry_after: RetryAfter | None = None
     clock: Clock = SYSTEM_CLOCK
     random: random.Random = attrs.field(factory=lambda: _shared_random)
     name: str | None = None
@@ -401,42 +403,48 @@ class RetryPolicy:
             return start, None, None
         return start, deadline, DEADLINE.set((clock, deadline))
 
-    def _run(self, start: float, deadline: float | None) -> tuple[RetryRun, bool]:
-        """The state of a call whose first attempt failed, and whether to really sleep."""
+    def _run(self, start: float, deadline: float | None) -> RetryRun:
+        """The state of a call whose first attempt failed."""
         scope = TESTING.get()
         attempts = self.attempts
         if scope is not None and scope.attempts is not None and scope.attempts < attempts:
             attempts = scope.attempts
-        return RetryRun(start, deadline, attempts), scope is None or scope.wait
+        return RetryRun(
+            start,
+            deadline,
+            attempts,
+            self.backoff._delay,
+            self.random,
+            None if self.budget is None else self.budget.try_withdraw,
+            scope is None or scope.wait,
+        )
 
     def _judge(
-        self, run: RetryRun, wait: bool, fn: object, exc: BaseException | None, result: Any
+        self, run: RetryRun, fn: object, exc: BaseException | None, result: Any
     ) -> tuple[RetryDecision, float]:
         """Classify a failed attempt, ask the core what to do, and report it."""
-        outcome = Outcome(exc, result)
-        if exc is not None and self._classifier is None:
-            retryable = True  # the shell only catches self._types
+        classifier = self._classifier
+        outcome = None
+        if classifier is None:
+            retryable = True  # the shells only catch self._types
         else:
-            retryable = self._classifier is not None and bool(self._classifier(outcome))
-        hint = self.retry_after(outcome) if retryable else None
+            outcome = Outcome(exc, result)
+            retryable = bool(classifier(outcome))
+        hint = None
+        if retryable:
+            if self.retry_after is None:
+                hint = getattr(exc, "retry_after", None)
+            else:
+                hint = self.retry_after(outcome or Outcome(exc, result))
+            if hint is not None:
+                hint = _hint_seconds(hint)
         now = self.clock.monotonic()
-        decision, delay = run.decide(
-            retryable=retryable,
-            outcome=exc if exc is not None else result,
-            now=now,
-            hint=None if hint is None else float(seconds(hint)),
-            backoff=self._backoff,
-            spend=None if self.budget is None else self.budget.try_withdraw,
-            wait=wait,
-        )
+        decision, delay = run.decide(retryable, exc if exc is not None else result, now, hint)
         if _events.active:
             self._emit(fn, run.history[-1][0], decision, delay, now - run.start, exc, result)
-        if decision is not RetryDecision.RETRY and exc is not None and retryable:
+        if decision is not RETRY and exc is not None and retryable:
             _add_note(exc, run.note(self.name or _target_name(fn), now))
         return decision, delay
-
-    def _backoff(self, attempt: int, previous: float | None) -> float:
-        return self.backoff.delay(attempt, previous, self.random)
 
     def _emit(
         self,
@@ -474,7 +482,7 @@ class RetryPolicy:
         self._emit(
             fn,
             1 if run is None else run.attempt,
-            RetryDecision.SUCCESS if exc is None else RetryDecision.NOT_RETRYABLE,
+            SUCCESS if exc is None else NOT_RETRYABLE,
             0.0,
             self.clock.monotonic() - start,
             exc,
@@ -526,14 +534,14 @@ class RetryPolicy:
         exc: Exception | None,
         result: Any,
     ) -> T:
-        run, wait = self._run(start, deadline)
+        run = self._run(start, deadline)
         while True:
-            decision, delay = self._judge(run, wait, fn, exc, result)
-            if decision is not RetryDecision.RETRY:
+            decision, delay = self._judge(run, fn, exc, result)
+            if decision is not RETRY:
                 if exc is not None:
                     raise exc
                 raise self._exhausted(run, decision, fn, result)
-            if wait and delay > 0.0:
+            if run.wait and delay > 0.0:
                 self.clock.sleep(delay)
             try:
                 result = fn(*args, **kwargs)
@@ -549,7 +557,7 @@ class RetryPolicy:
                 continue
             if _events.active:
                 self._finished(fn, run, start, None, result)
-            return cast("T", result)
+            return result  # type: ignore[no-any-return]
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying as configured; the async twin of :meth:`call`.
@@ -570,14 +578,14 @@ class RetryPolicy:
         exc: Exception | None,
         result: Any,
     ) -> T:
-        run, wait = self._run(start, deadline)
+        run = self._run(start, deadline)
         while True:
-            decision, delay = self._judge(run, wait, fn, exc, result)
-            if decision is not RetryDecision.RETRY:
+            decision, delay = self._judge(run, fn, exc, result)
+            if decision is not RETRY:
                 if exc is not None:
                     raise exc
                 raise self._exhausted(run, decision, fn, result)
-            if wait and delay > 0.0:
+            if run.wait and delay > 0.0:
                 await self.clock.asleep(delay)
             try:
                 result = await fn(*args, **kwargs)
@@ -593,7 +601,7 @@ class RetryPolicy:
                 continue
             if _events.active:
                 self._finished(fn, run, start, None, result)
-            return cast("T", result)
+            return result  # type: ignore[no-any-return]
 
     # -- the decorator -------------------------------------------------------------------------
 
@@ -861,7 +869,7 @@ class Attempts:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_deadline", "_delay", "_policy", "_run", "_start", "_wait")
+    __slots__ = ("_deadline", "_delay", "_policy", "_run", "_start")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
@@ -869,7 +877,6 @@ class Attempts:
         self._delay: float | None = None
         self._start = 0.0
         self._deadline: float | None = None
-        self._wait = True
 
     def _publish(self) -> object:
         if self._deadline is None:
@@ -887,8 +894,8 @@ class Attempts:
             if _events.active and (exc is None or isinstance(exc, Exception)):
                 policy._finished(_LOOP, self._run, self._start, exc)
             return False
-        decision, delay = policy._judge(self._run, self._wait, _LOOP, exc, None)
-        if decision is RetryDecision.RETRY:
+        decision, delay = policy._judge(self._run, _LOOP, exc, None)
+        if decision is RETRY:
             self._delay = delay
             return True
         return False
@@ -900,12 +907,12 @@ class Attempts:
             if token is not None:
                 DEADLINE.reset(token)  # type: ignore[arg-type]
             self._start, self._deadline = start, deadline
-            self._run, self._wait = self._policy._run(start, deadline)
+            self._run = self._policy._run(start, deadline)
             return Attempt(self, 1), 0.0
         if self._delay is None:
             return None, 0.0
         delay, self._delay = self._delay, None
-        return Attempt(self, self._run.attempt), delay if self._wait else 0.0
+        return Attempt(self, self._run.attempt), delay if self._run.wait else 0.0
 
     def __iter__(self) -> Iterator[Attempt]:
         while True:

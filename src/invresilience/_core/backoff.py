@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import random
+    from collections.abc import Callable
 
-__all__ = ["JITTERS", "KINDS", "compute_delay"]
+__all__ = ["JITTERS", "KINDS", "base_delay", "delay_function"]
 
 KINDS = ("exponential", "constant", "linear")
 JITTERS = ("full", "equal", "decorrelated", "none")
@@ -36,19 +37,12 @@ def base_delay(
     return raw if raw < maximum else maximum
 
 
-def compute_delay(
-    kind: str,
-    jitter: str,
-    initial: float,
-    maximum: float,
-    multiplier: float,
-    increment: float,
-    attempt: int,
-    previous: float | None,
-    rng: random.Random,
-) -> float:
-    """The delay to sleep after failed attempt *attempt*.
+def delay_function(
+    kind: str, jitter: str, initial: float, maximum: float, multiplier: float, increment: float
+) -> Callable[[int, float | None, random.Random], float]:
+    """``delay(attempt, previous, rng)``: the delay to sleep after failed attempt *attempt*.
 
+    Specialised once per configuration, so computing a delay is one small call.
     Bounds, with ``base = min(maximum, raw)``:
 
     - ``none``: exactly ``base``;
@@ -58,17 +52,32 @@ def compute_delay(
       *previous* is the last delay (``initial`` before the first retry).
     """
     if jitter == "decorrelated":
-        last = initial if previous is None else previous
-        upper = last * DECORRELATED_GROWTH
-        if upper > maximum:
-            upper = maximum
-        if upper < initial:
-            upper = initial
-        return initial + rng.random() * (upper - initial)
-    base = base_delay(kind, initial, maximum, multiplier, increment, attempt)
-    if jitter == "full":
-        return rng.random() * base
-    if jitter == "equal":
+
+        def decorrelated(attempt: int, previous: float | None, rng: random.Random) -> float:
+            upper = (initial if previous is None else previous) * DECORRELATED_GROWTH
+            if upper > maximum:
+                upper = maximum
+            if upper < initial:
+                upper = initial
+            return initial + rng.random() * (upper - initial)
+
+        return decorrelated
+
+    if kind == "constant" or initial == maximum:
+        base = min(initial, maximum)
+        if jitter == "none":
+            return lambda attempt, previous, rng: base
+        if jitter == "full":
+            return lambda attempt, previous, rng: rng.random() * base
         half = base / 2.0
-        return half + rng.random() * half
-    return base
+        return lambda attempt, previous, rng: half + rng.random() * half
+
+    def growing(attempt: int, previous: float | None, rng: random.Random) -> float:
+        base = base_delay(kind, initial, maximum, multiplier, increment, attempt)
+        if jitter == "full":
+            return rng.random() * base
+        if jitter == "equal":
+            return base / 2.0 + rng.random() * base / 2.0
+        return base
+
+    return growing
