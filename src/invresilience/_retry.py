@@ -689,6 +689,7 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
     monotonic = policy.clock.monotonic
     clock, timeout, budget = policy.clock, policy.timeout, policy.budget
     types, classifier = policy._types, policy._classifier
+    get_deadline, set_deadline, reset_deadline = DEADLINE.get, DEADLINE.set, DEADLINE.reset
     again, finished = policy._call_again, policy._finished
 
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -696,7 +697,7 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
         # Inlined RetryPolicy._enter: join the outer deadline, or publish our own.
         if budget is not None:
             budget.deposit()
-        outer = DEADLINE.get()
+        outer = get_deadline()
         token = None
         if (
             outer is not None
@@ -708,7 +709,7 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
             deadline = None
         else:
             deadline = start + timeout
-            token = DEADLINE.set((clock, deadline))
+            token = set_deadline((clock, deadline))
         try:
             try:
                 result = fn(*args, **kwargs)
@@ -725,7 +726,7 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
             return result
         finally:
             if token is not None:
-                DEADLINE.reset(token)
+                reset_deadline(token)
 
     return run
 
@@ -735,6 +736,7 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
     monotonic = policy.clock.monotonic
     clock, timeout, budget = policy.clock, policy.timeout, policy.budget
     types, classifier = policy._types, policy._classifier
+    get_deadline, set_deadline, reset_deadline = DEADLINE.get, DEADLINE.set, DEADLINE.reset
     again, finished = policy._acall_again, policy._finished
 
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
@@ -742,7 +744,7 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
         # Inlined RetryPolicy._enter: join the outer deadline, or publish our own.
         if budget is not None:
             budget.deposit()
-        outer = DEADLINE.get()
+        outer = get_deadline()
         token = None
         if (
             outer is not None
@@ -754,7 +756,7 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
             deadline = None
         else:
             deadline = start + timeout
-            token = DEADLINE.set((clock, deadline))
+            token = set_deadline((clock, deadline))
         try:
             try:
                 result = await fn(*args, **kwargs)
@@ -771,7 +773,7 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
             return result
         finally:
             if token is not None:
-                DEADLINE.reset(token)
+                reset_deadline(token)
 
     return run
 
