@@ -378,6 +378,18 @@ class RetryPolicy:
             raise ConfigurationError("RetryPolicy.backoff", self.backoff, "must be a Backoff")
         if self.budget is not None and not isinstance(self.budget, RetryBudget):
             raise ConfigurationError("RetryPolicy.budget", self.budget, "must be a RetryBudget")
+        if not isinstance(self.clock, Clock):
+            raise ConfigurationError(
+                "RetryPolicy.clock", self.clock, "must have monotonic, wall, sleep and asleep"
+            )
+        if not isinstance(self.random, random.Random):
+            raise ConfigurationError("RetryPolicy.random", self.random, "must be a random.Random")
+        if self.retry_after is not None and not callable(self.retry_after):
+            raise ConfigurationError(
+                "RetryPolicy.retry_after", self.retry_after, "must be a callable or None"
+            )
+        if self.name is not None and not isinstance(self.name, str):
+            raise ConfigurationError("RetryPolicy.name", self.name, "must be a str or None")
         types = _exception_types(self.on)
         # A classifier sees every exception; exception types catch only their own.
         object.__setattr__(self, "_types", types if types is not None else (Exception,))
