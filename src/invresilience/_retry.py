@@ -397,8 +397,8 @@ class RetryPolicy:
 
     # -- the shared core glue --------------------------------------------------------------
 
-    def _enter(self) -> tuple[float, float | None, object]:
-        """Start a call: ``(start, deadline, token)``, the deadline published for nested calls.
+    def _begin(self) -> tuple[float, float | None]:
+        """Start a call: ``(start, deadline)``, the deadline joined with any outer one.
 
         The hot closures of :func:`_sync_caller` and :func:`_async_caller` inline these
         lines: a function call there would cost a fifth of the success-path budget.
@@ -410,10 +410,8 @@ class RetryPolicy:
         outer = DEADLINE.get()
         deadline = None if self.timeout is None else start + self.timeout
         if outer is not None and outer[0] is clock and (deadline is None or outer[1] < deadline):
-            return start, outer[1], None
-        if deadline is None:
-            return start, None, None
-        return start, deadline, DEADLINE.set((clock, deadline))
+            return start, outer[1]
+        return start, deadline
 
     def _run(self, start: float, deadline: float | None) -> RetryRun:
         """The state of a call whose first attempt failed."""
@@ -515,9 +513,6 @@ class RetryPolicy:
             attempts=run.attempt,
         )
 
-    def _retry_result(self, result: Any) -> bool:
-        return self._classifier is not None and bool(self._classifier(Outcome(None, result)))
-
     # -- sync and async calls ----------------------------------------------------------------
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -565,7 +560,7 @@ class RetryPolicy:
                     self._finished(fn, run, start, other)
                 raise
             exc = None
-            if self._classifier is not None and self._retry_result(result):
+            if self._classifier is not None and self._classifier(Outcome(None, result)):
                 continue
             if _events.active:
                 self._finished(fn, run, start, None, result)
@@ -609,7 +604,7 @@ class RetryPolicy:
                     self._finished(fn, run, start, other)
                 raise
             exc = None
-            if self._classifier is not None and self._retry_result(result):
+            if self._classifier is not None and self._classifier(Outcome(None, result)):
                 continue
             if _events.active:
                 self._finished(fn, run, start, None, result)
@@ -706,7 +701,7 @@ def _sync_caller(policy: RetryPolicy, fn: Callable[P, T]) -> Callable[P, T]:
 
     def run(*args: P.args, **kwargs: P.kwargs) -> T:
         start = monotonic()
-        # Inlined RetryPolicy._enter: join the outer deadline, or publish our own.
+        # Inlined RetryPolicy._begin: join the outer deadline, or publish our own.
         if budget is not None:
             budget.deposit()
         outer = get_deadline()
@@ -753,7 +748,7 @@ def _async_caller(policy: RetryPolicy, fn: Callable[P, Awaitable[T]]) -> Callabl
 
     async def run(*args: P.args, **kwargs: P.kwargs) -> T:
         start = monotonic()
-        # Inlined RetryPolicy._enter: join the outer deadline, or publish our own.
+        # Inlined RetryPolicy._begin: join the outer deadline, or publish our own.
         if budget is not None:
             budget.deposit()
         outer = get_deadline()
@@ -883,22 +878,23 @@ class Attempts:
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("_deadline", "_delay", "_policy", "_run", "_start")
+    __slots__ = ("_delay", "_policy", "_run")
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._policy = policy
         self._run: RetryRun | None = None
         self._delay: float | None = None
-        self._start = 0.0
-        self._deadline: float | None = None
 
     def _publish(self) -> object:
-        if self._deadline is None:
+        """Publish the loop's deadline for calls nested in the block, unless already visible."""
+        assert self._run is not None
+        deadline = self._run.deadline
+        if deadline is None:
             return None
         outer = DEADLINE.get()
-        if outer is not None and outer[1] == self._deadline:
+        if outer is not None and outer[1] == deadline:
             return None
-        return DEADLINE.set((self._policy.clock, self._deadline))
+        return DEADLINE.set((self._policy.clock, deadline))
 
     def _finished(self, exc: BaseException | None) -> bool:
         """Record an attempt's end; return whether to swallow its exception."""
@@ -906,7 +902,7 @@ class Attempts:
         assert self._run is not None
         if exc is None or not isinstance(exc, policy._types):
             if _events.active and (exc is None or isinstance(exc, Exception)):
-                policy._finished(_LOOP, self._run, self._start, exc)
+                policy._finished(_LOOP, self._run, self._run.start, exc)
             return False
         decision, delay = policy._judge(self._run, _LOOP, exc, None)
         if decision is RETRY:
@@ -917,11 +913,7 @@ class Attempts:
     def _next(self) -> tuple[Attempt | None, float]:
         """The next attempt and the delay to sleep first, or ``None`` when the loop is over."""
         if self._run is None:
-            start, deadline, token = self._policy._enter()
-            if token is not None:
-                DEADLINE.reset(token)  # type: ignore[arg-type]
-            self._start, self._deadline = start, deadline
-            self._run = self._policy._run(start, deadline)
+            self._run = self._policy._run(*self._policy._begin())
             return Attempt(self, 1), 0.0
         if self._delay is None:
             return None, 0.0
