@@ -108,10 +108,15 @@ class CircuitOpenError(ResilienceError):
     """
 
     def __init__(self, name: str, retry_after: float | None = None) -> None:
+        # The message is built in __str__: a rejection is a hot path, and most are never
+        # printed.
         self.name = name
         self.retry_after = retry_after
-        hint = "" if retry_after is None else f"; retry in {retry_after:.3g} s"
-        super().__init__(f"circuit {name!r} is open{hint}")
+        super().__init__(name, retry_after)
+
+    def __str__(self) -> str:
+        hint = "" if self.retry_after is None else f"; retry in {self.retry_after:.3g} s"
+        return f"circuit {self.name!r} is open{hint}"
 
 
 class RateLimitedError(ResilienceError):
@@ -125,7 +130,11 @@ class RateLimitedError(ResilienceError):
 
     def __init__(self, retry_after: float, message: str | None = None) -> None:
         self.retry_after = retry_after
-        super().__init__(message or f"rate limited; retry in {retry_after:.3g} s")
+        self.message = message
+        super().__init__(retry_after, message)
+
+    def __str__(self) -> str:
+        return self.message or f"rate limited; retry in {self.retry_after:.3g} s"
 
 
 class BulkheadFullError(ResilienceError):

@@ -1,15 +1,33 @@
 """The public Protocols that invresilience's pieces are written against.
 
 Anything that satisfies these (structurally: no subclassing needed) can be passed in.
+Stores come in sync and async twins (``BreakerStore`` / ``AsyncBreakerStore``); the
+conformance suites in :mod:`invresilience.contract` check an implementation.
 
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-__all__ = ["Clock"]
+from ._core.breaker import BreakerSpec, SharedBreakerState
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = [
+    "Admission",
+    "AsyncBreakerStore",
+    "AsyncRateLimitStore",
+    "BreakerSpec",
+    "BreakerStore",
+    "Clock",
+    "Permit",
+    "RateLimitStore",
+    "Release",
+    "SharedBreakerState",
+]
 
 
 @runtime_checkable
@@ -37,4 +55,211 @@ class Clock(Protocol):
 
     async def asleep(self, seconds: float) -> None:
         """Suspend the calling task for *seconds*."""
+        ...
+
+
+# -- admission control -----------------------------------------------------------------------
+
+Release = Literal["success", "dropped", "ignored"]
+"""How an admitted call ended, reported when its permit is released.
+
+``"success"``: the dependency answered. ``"dropped"``: it failed in a way that signals
+overload (an error, a 429 / 503, a timeout) -- adaptive limiters shrink on drops.
+``"ignored"``: the call says nothing about the dependency (it was cancelled, or failed
+locally).
+
+.. versionadded:: 0.1.0
+"""
+
+
+class Permit(Protocol):
+    """**Protocol:** the right to make one call, handed out by an :class:`Admission`.
+
+    A permit is released exactly once, with the call's outcome and latency; releasing it
+    again does nothing. Used as a context manager it releases itself: ``"success"`` when the
+    block ends normally, ``"dropped"`` when it raises an :class:`Exception`, ``"ignored"``
+    for cancellation and other :class:`BaseException`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def release(self, outcome: Release = "success", latency: float | None = None) -> None:
+        """Give the permit back, reporting how the call went and how long it took (seconds)."""
+        ...
+
+    def __enter__(self) -> Permit: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Admission(Protocol):
+    """**Protocol:** decides whether a call may start now.
+
+    :class:`~invresilience.RateLimiter`, :class:`~invresilience.Bulkhead` and
+    :class:`~invresilience.AdaptiveLimiter` implement it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def try_acquire(self, weight: int = 1, *, key: str | None = None) -> Permit | None:
+        """A permit if the call may start at once, else ``None`` (never waits)."""
+        ...
+
+    def acquire(self, weight: int = 1, *, key: str | None = None, timeout: float = 0.0) -> Permit:
+        """A permit, waiting up to *timeout* seconds for one.
+
+        Raises:
+            RateLimitedError: A rate limit would not admit the call in time.
+            BulkheadFullError: No slot freed up in time, or the waiting queue is full.
+        """
+        ...
+
+    async def aacquire(
+        self, weight: int = 1, *, key: str | None = None, timeout: float = 0.0
+    ) -> Permit:
+        """The async twin of :meth:`acquire`; waiting does not block the event loop."""
+        ...
+
+
+class RateLimitStore(Protocol):
+    """**Protocol:** where a :class:`~invresilience.RateLimiter` keeps its buckets.
+
+    The algorithm is GCRA on integer nanoseconds, on the *store's* clock. A bucket is one
+    stored number, its theoretical arrival time ``tat`` (absent means rested). A request of
+    *weight* ``w`` at time ``now`` is admitted iff
+    ``max(tat, now) + w * interval_ns - now <= capacity_ns``; then
+    ``tat = max(tat, now) + w * interval_ns``. Otherwise nothing changes and the answer is the
+    wait until it would be admitted, ``max(tat, now) + w * interval_ns - now - capacity_ns``.
+    With ``capacity_ns = burst * interval_ns`` exactly ``burst`` requests pass at once from a
+    rested bucket, then one per interval. Every acquire is one atomic operation (one round
+    trip on a network store); a bucket may be forgotten once ``tat <= now``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def acquire(self, key: str, *, interval_ns: int, capacity_ns: int, weight: int) -> int:
+        """Try to take *weight* from *key*'s bucket: ``0`` if admitted, else the nanoseconds to wait."""
+        ...
+
+
+class AsyncRateLimitStore(Protocol):
+    """**Protocol:** the async twin of :class:`RateLimitStore`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    async def acquire(self, key: str, *, interval_ns: int, capacity_ns: int, weight: int) -> int:
+        """Try to take *weight* from *key*'s bucket: ``0`` if admitted, else the nanoseconds to wait."""
+        ...
+
+
+# -- shared circuit breaker state -----------------------------------------------------------
+
+
+class BreakerStore(Protocol):
+    """**Protocol:** shared state for circuit breakers of the same name in many processes.
+
+    Every method is one atomic operation on the store, using the store's clock, so the
+    processes' clocks never need to agree. The state machine, per breaker *name*:
+
+    - ``record``: if the stored state is ``closed`` and its generation equals *generation*,
+      add the counts to the shared window; then, if the window holds at least
+      ``spec.minimum_calls`` calls and the failure rate or the slow-call rate reached its
+      threshold, trip: ``open``, generation + 1, opens + 1, open until
+      ``now + spec.open_for[min(opens, len) - 1]``, window emptied. Counts for another
+      generation or state are dropped.
+    - ``probe``: an ``open`` breaker whose time is up becomes ``half_open`` (generation + 1).
+      In ``half_open``, grant one of ``spec.probes`` probe slots to *owner* if one is free or
+      its lease (``spec.probe_lease``) ran out. Returns the state and whether a slot was
+      granted; a ``closed`` breaker grants nothing (callers just call).
+    - ``settle``: a probe's outcome. Only the owner of a granted slot in the same
+      generation counts: a failure re-opens (generation + 1, opens + 1, the next
+      ``open_for``); a success frees the slot and, after ``spec.probes`` successes, closes
+      (generation + 1, opens = 0, window emptied). *success* ``None`` only frees the slot.
+    - ``force``: ``"isolated"`` holds the breaker open until ``force(..., "closed")``, which
+      closes it with an empty window; both bump the generation.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def record(
+        self,
+        name: str,
+        spec: BreakerSpec,
+        generation: int,
+        *,
+        successes: int = 0,
+        failures: int = 0,
+        slow_successes: int = 0,
+        slow_failures: int = 0,
+    ) -> SharedBreakerState:
+        """Add outcomes to a closed breaker's shared window and trip it if a threshold is reached."""
+        ...
+
+    def probe(self, name: str, spec: BreakerSpec, owner: str) -> tuple[SharedBreakerState, bool]:
+        """Move an open breaker whose time is up to half-open and try to take a probe slot."""
+        ...
+
+    def settle(
+        self, name: str, spec: BreakerSpec, owner: str, generation: int, success: bool | None
+    ) -> SharedBreakerState:
+        """Report a probe's outcome (``None``: inconclusive, just free the slot)."""
+        ...
+
+    def force(
+        self, name: str, spec: BreakerSpec, state: Literal["isolated", "closed"]
+    ) -> SharedBreakerState:
+        """Isolate (hold open) or reset (close) the breaker."""
+        ...
+
+    def read(self, name: str, spec: BreakerSpec) -> SharedBreakerState:
+        """The current shared state (``closed``, generation 0 if never seen)."""
+        ...
+
+
+class AsyncBreakerStore(Protocol):
+    """**Protocol:** the async twin of :class:`BreakerStore`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    async def record(
+        self,
+        name: str,
+        spec: BreakerSpec,
+        generation: int,
+        *,
+        successes: int = 0,
+        failures: int = 0,
+        slow_successes: int = 0,
+        slow_failures: int = 0,
+    ) -> SharedBreakerState:
+        """See :meth:`BreakerStore.record`."""
+        ...
+
+    async def probe(
+        self, name: str, spec: BreakerSpec, owner: str
+    ) -> tuple[SharedBreakerState, bool]:
+        """See :meth:`BreakerStore.probe`."""
+        ...
+
+    async def settle(
+        self, name: str, spec: BreakerSpec, owner: str, generation: int, success: bool | None
+    ) -> SharedBreakerState:
+        """See :meth:`BreakerStore.settle`."""
+        ...
+
+    async def force(
+        self, name: str, spec: BreakerSpec, state: Literal["isolated", "closed"]
+    ) -> SharedBreakerState:
+        """See :meth:`BreakerStore.force`."""
+        ...
+
+    async def read(self, name: str, spec: BreakerSpec) -> SharedBreakerState:
+        """See :meth:`BreakerStore.read`."""
         ...
