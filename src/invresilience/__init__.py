@@ -9,9 +9,27 @@ from __future__ import annotations
 from typing import Any
 
 from . import exceptions, testing, typing
+from ._breaker import (
+    BreakerMetrics,
+    CircuitBreaker,
+    CircuitBreakerRegistry,
+    CountWindow,
+    TimeWindow,
+    Verdict,
+)
 from ._clock import SystemClock
+from ._core.breaker import BreakerState
 from ._core.retry import RetryDecision
-from ._events import Event, Listener, LoggingListener, RetryEvent, add_listener, remove_listener
+from ._events import (
+    AdmissionEvent,
+    BreakerEvent,
+    Event,
+    Listener,
+    LoggingListener,
+    RetryEvent,
+    add_listener,
+    remove_listener,
+)
 from ._retry import Attempt, Attempts, Backoff, Outcome, RetryBudget, RetryPolicy
 from .exceptions import (
     BackendError,
@@ -32,15 +50,22 @@ from .exceptions import (
 from .typing import Clock
 
 __all__ = [
+    "AdmissionEvent",
     "Attempt",
     "Attempts",
     "BackendError",
     "BackendUnavailableError",
     "Backoff",
+    "BreakerEvent",
+    "BreakerMetrics",
+    "BreakerState",
     "BulkheadFullError",
+    "CircuitBreaker",
+    "CircuitBreakerRegistry",
     "CircuitOpenError",
     "Clock",
     "ConfigurationError",
+    "CountWindow",
     "Event",
     "IdempotencyError",
     "IdempotencyInProgressError",
@@ -59,6 +84,8 @@ __all__ = [
     "RetryEvent",
     "RetryPolicy",
     "SystemClock",
+    "TimeWindow",
+    "Verdict",
     "add_listener",
     "exceptions",
     "remove_listener",

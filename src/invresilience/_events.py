@@ -11,14 +11,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from typing_extensions import final
 
+from ._core.breaker import OPEN, BreakerState
 from ._core.retry import RetryDecision
 
 __all__ = [
+    "AdmissionEvent",
+    "BreakerEvent",
     "Event",
     "Listener",
     "LoggingListener",
@@ -70,6 +73,48 @@ class RetryEvent(Event):
     elapsed: float
     exception: BaseException | None = None
     result: Any = None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class BreakerEvent(Event):
+    """A circuit breaker changed state, rejected a call, or lost its shared store.
+
+    Attributes:
+        kind: ``"state_changed"``, ``"rejected"`` or ``"store_error"``.
+        state: The state after the event (for a rejection: the state that rejected).
+        previous: The state before a change; ``None`` for the other kinds.
+        generation: The breaker's generation after the event.
+        retry_after: For a rejection, the seconds until a probe may be admitted (if known).
+        exception: For ``"store_error"``, the store's error.
+
+    .. versionadded:: 0.1.0
+    """
+
+    kind: Literal["state_changed", "rejected", "store_error"]
+    state: BreakerState
+    previous: BreakerState | None = None
+    generation: int = 0
+    retry_after: float | None = None
+    exception: BaseException | None = None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class AdmissionEvent(Event):
+    """A rate limiter, bulkhead or adaptive limiter rejected a call or moved its limit.
+
+    Attributes:
+        kind: ``"rejected"`` or ``"limit_changed"``.
+        retry_after: For a rejection, the seconds until a permit is expected, if known.
+        limit: For ``"limit_changed"``, the new concurrency limit.
+
+    .. versionadded:: 0.1.0
+    """
+
+    kind: Literal["rejected", "limit_changed"]
+    retry_after: float | None = None
+    limit: int | None = None
 
 
 Listener = Callable[[Event], None]
@@ -197,5 +242,28 @@ class LoggingListener:
                 event.delay,
                 extra={"invresilience_event": event},
             )
-        elif self.logger.isEnabledFor(logging.INFO):
-            self.logger.info("%r", event, extra={"invresilience_event": event})
+        elif isinstance(event, BreakerEvent) and event.kind != "rejected":
+            level = (
+                logging.WARNING
+                if event.state is OPEN or event.kind == "store_error"
+                else logging.INFO
+            )
+            if self.logger.isEnabledFor(level):
+                self.logger.log(
+                    level,
+                    "circuit %r %s: %s -> %s (generation %d)%s",
+                    event.source,
+                    event.kind.replace("_", " "),
+                    event.previous.value if event.previous is not None else "-",
+                    event.state.value,
+                    event.generation,
+                    f": {event.exception!r}" if event.exception is not None else "",
+                    extra={"invresilience_event": event},
+                )
+        elif self.logger.isEnabledFor(logging.DEBUG if _is_rejection(event) else logging.INFO):
+            level = logging.DEBUG if _is_rejection(event) else logging.INFO
+            self.logger.log(level, "%r", event, extra={"invresilience_event": event})
+
+
+def _is_rejection(event: Event) -> bool:
+    return getattr(event, "kind", None) == "rejected"

@@ -172,8 +172,17 @@ class CountWindowState:
 class TimeWindowState:
     """The outcomes of the last *span* seconds in *buckets* buckets: O(1) amortised."""
 
-    __slots__ = ("bucket_calls", "bucket_failures", "bucket_slow", "buckets", "calls", "current",
-                 "failures", "slow", "width")
+    __slots__ = (
+        "bucket_calls",
+        "bucket_failures",
+        "bucket_slow",
+        "buckets",
+        "calls",
+        "current",
+        "failures",
+        "slow",
+        "width",
+    )
 
     def __init__(self, span: float, buckets: int) -> None:
         self.buckets = buckets
@@ -239,8 +248,16 @@ class BreakerCore:
     first owner's late outcome is ignored.
     """
 
-    __slots__ = ("generation", "open_until", "opens", "probe_successes", "slots", "spec", "state",
-                 "window")
+    __slots__ = (
+        "generation",
+        "open_until",
+        "opens",
+        "probe_successes",
+        "slots",
+        "spec",
+        "state",
+        "window",
+    )
 
     def __init__(self, spec: BreakerSpec) -> None:
         self.spec = spec
@@ -327,11 +344,13 @@ class BreakerCore:
         if self.state is not HALF_OPEN or generation != self.generation:
             return False
         slots = self.slots
-        for index, slot in enumerate(slots):
-            if slot is not None and slot[0] == owner:
-                break
-        else:
+        index = next(
+            (i for i, slot in enumerate(slots) if slot is not None and slot[0] == owner), None
+        )
+        if index is None:
             return False
+        slot = slots[index]
+        assert slot is not None
         slots[index] = None
         if slot[1] <= now:
             return False  # its lease ran out: the slot may already be someone else's

@@ -9,13 +9,15 @@ limiters on one bucket) and are what the network backends are tested against.
 from __future__ import annotations
 
 import threading
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from typing_extensions import final
 
 from .._clock import SYSTEM_CLOCK
 from .._core.breaker import BreakerCore, BreakerSpec, SharedBreakerState
-from ..typing import Clock
+
+if TYPE_CHECKING:
+    from ..typing import Clock
 
 __all__ = ["AsyncMemoryBreakerStore", "MemoryBreakerStore"]
 
@@ -51,6 +53,15 @@ class MemoryBreakerStore:
                 fresh.generation = core.generation + 1
             core = self._cores[name] = fresh
         return core
+
+    def _seed(self, name: str, spec: BreakerSpec, shared: SharedBreakerState, now: float) -> None:
+        """Start *name* from *shared* (a breaker failing over from a shared store to local)."""
+        with self._lock:
+            core = self._cores[name] = BreakerCore(spec)
+            core.state = shared.state
+            core.generation = shared.generation
+            core.opens = shared.opens
+            core.open_until = now + shared.retry_after
 
     def record(
         self,
