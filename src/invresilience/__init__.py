@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import exceptions, testing, typing
+from . import backends, exceptions, testing, typing
 from ._breaker import (
     BreakerMetrics,
     CircuitBreaker,
@@ -87,6 +87,7 @@ __all__ = [
     "TimeWindow",
     "Verdict",
     "add_listener",
+    "backends",
     "exceptions",
     "remove_listener",
     "testing",

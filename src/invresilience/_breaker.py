@@ -76,6 +76,9 @@ StoreErrorPolicy = Literal["fail_open", "fail_closed", "local"]
 #: Errors raised by our own admission layers: they say nothing about the dependency.
 _LOCAL_ERRORS = (BulkheadFullError, RateLimitedError, CircuitOpenError)
 
+#: Builds a CircuitOpenError without running its Python ``__init__`` (see exceptions.py).
+_new_error = CircuitOpenError.__new__
+
 #: How many open durations of a growing ``open_for`` backoff are precomputed.
 _SCHEDULE = 32
 
@@ -657,8 +660,9 @@ class CircuitBreaker:
     # -- admission ---------------------------------------------------------------------------
 
     def _reject(self, epoch: _Epoch, now: float) -> CircuitOpenError:
+        """A fresh rejection for *epoch*, counted and reported (no lock)."""
         self._rejections()
-        retry_after = None if epoch.state is ISOLATED else max(0.0, epoch.until - now)
+        retry_after = None if epoch.state is ISOLATED else epoch.until - now
         if _events.active:
             _events.emit(
                 _events.BreakerEvent(
@@ -669,7 +673,7 @@ class CircuitBreaker:
                     retry_after=retry_after,
                 )
             )
-        return CircuitOpenError(self.name, retry_after)
+        return _new_error(CircuitOpenError, self.name, retry_after)
 
     def _probe_ops(
         self, owner: str, granted: list[bool]
@@ -926,6 +930,9 @@ def _sync_caller(breaker: CircuitBreaker, fn: Callable[P, T]) -> Callable[P, T]:
     increment per successful call (plus two clock reads when it must time calls).
     """
     call = breaker.call
+    reject = breaker._reject
+    count_rejection = breaker._rejections
+    name = breaker.name
     finish_closed = breaker._closed_outcome
     flush = breaker._flush
     verdict_of = breaker._verdict
@@ -938,6 +945,17 @@ def _sync_caller(breaker: CircuitBreaker, fn: Callable[P, T]) -> Callable[P, T]:
         def run(*args: P.args, **kwargs: P.kwargs) -> T:
             epoch = breaker._epoch
             if epoch.state is not CLOSED:
+                now = monotonic()
+                if now < epoch.until:
+                    # Inlined _reject: a rejection must cost little more than the raise.
+                    if _events.active:
+                        raise reject(epoch, now)
+                    count_rejection()
+                    raise _new_error(
+                        CircuitOpenError,
+                        name,
+                        None if epoch.state is ISOLATED else epoch.until - now,
+                    )
                 return call(fn, *args, **kwargs)
             try:
                 result = fn(*args, **kwargs)
@@ -963,6 +981,15 @@ def _sync_caller(breaker: CircuitBreaker, fn: Callable[P, T]) -> Callable[P, T]:
     def timed(*args: P.args, **kwargs: P.kwargs) -> T:
         epoch = breaker._epoch
         if epoch.state is not CLOSED:
+            now = monotonic()
+            if now < epoch.until:
+                # Inlined _reject: a rejection must cost little more than the raise.
+                if _events.active:
+                    raise reject(epoch, now)
+                count_rejection()
+                raise _new_error(
+                    CircuitOpenError, name, None if epoch.state is ISOLATED else epoch.until - now
+                )
             return call(fn, *args, **kwargs)
         start = monotonic()
         try:
@@ -990,6 +1017,9 @@ def _async_caller(
 ) -> Callable[P, Awaitable[T]]:
     """The async twin of :func:`_sync_caller`."""
     acall = breaker.acall
+    reject = breaker._reject
+    count_rejection = breaker._rejections
+    name = breaker.name
     finish_closed = breaker._closed_outcome
     aflush = breaker._aflush
     verdict_of = breaker._verdict
@@ -1002,6 +1032,17 @@ def _async_caller(
         async def run(*args: P.args, **kwargs: P.kwargs) -> T:
             epoch = breaker._epoch
             if epoch.state is not CLOSED:
+                now = monotonic()
+                if now < epoch.until:
+                    # Inlined _reject: a rejection must cost little more than the raise.
+                    if _events.active:
+                        raise reject(epoch, now)
+                    count_rejection()
+                    raise _new_error(
+                        CircuitOpenError,
+                        name,
+                        None if epoch.state is ISOLATED else epoch.until - now,
+                    )
                 return await acall(fn, *args, **kwargs)
             try:
                 result = await fn(*args, **kwargs)
@@ -1027,6 +1068,15 @@ def _async_caller(
     async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
         epoch = breaker._epoch
         if epoch.state is not CLOSED:
+            now = monotonic()
+            if now < epoch.until:
+                # Inlined _reject: a rejection must cost little more than the raise.
+                if _events.active:
+                    raise reject(epoch, now)
+                count_rejection()
+                raise _new_error(
+                    CircuitOpenError, name, None if epoch.state is ISOLATED else epoch.until - now
+                )
             return await acall(fn, *args, **kwargs)
         start = monotonic()
         try:

@@ -108,11 +108,21 @@ class CircuitOpenError(ResilienceError):
     """
 
     def __init__(self, name: str, retry_after: float | None = None) -> None:
-        # The message is built in __str__: a rejection is a hot path, and most are never
-        # printed.
-        self.name = name
-        self.retry_after = retry_after
         super().__init__(name, retry_after)
+
+    # A rejection is a hot path: breakers build this error with ``__new__`` (which stores
+    # ``args``) and skip ``__init__``, so the attributes read ``args`` and the message is
+    # built only when printed.
+
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until the breaker will next admit a probe, if known."""
+        return self.args[1]  # type: ignore[no-any-return]
 
     def __str__(self) -> str:
         hint = "" if self.retry_after is None else f"; retry in {self.retry_after:.3g} s"
