@@ -30,6 +30,7 @@ from ._events import (
     add_listener,
     remove_listener,
 )
+from ._pipeline import Fallback, Pipeline
 from ._retry import Attempt, Attempts, Backoff, Outcome, RetryBudget, RetryPolicy
 from .exceptions import (
     BackendError,
@@ -67,6 +68,7 @@ __all__ = [
     "ConfigurationError",
     "CountWindow",
     "Event",
+    "Fallback",
     "IdempotencyError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReuseError",
@@ -75,6 +77,7 @@ __all__ = [
     "LoggingListener",
     "NoShardOwnerError",
     "Outcome",
+    "Pipeline",
     "RateLimitedError",
     "ResilienceError",
     "RetriesExhaustedError",

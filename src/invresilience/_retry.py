@@ -36,7 +36,12 @@ from ._core.backoff import JITTERS, KINDS, delay_function
 from ._core.budget import BudgetWindow
 from ._core.retry import NOT_RETRYABLE, RETRY, SUCCESS, RetryDecision, RetryRun
 from ._scope import DEADLINE, TESTING
-from .exceptions import ConfigurationError, RetriesExhaustedError, RetryBudgetExhaustedError
+from .exceptions import (
+    CircuitOpenError,
+    ConfigurationError,
+    RetriesExhaustedError,
+    RetryBudgetExhaustedError,
+)
 from .typing import Clock
 
 if TYPE_CHECKING:
@@ -441,6 +446,13 @@ class RetryPolicy:
             outcome = Outcome(exc, result)
             retryable = bool(classifier(outcome))
         hint = None
+        if retryable and isinstance(exc, CircuitOpenError):
+            # Waiting for an open breaker is worth it only if the breaker will let a probe
+            # through before the deadline; an isolated breaker (no retry_after) never will.
+            wait = exc.retry_after
+            retryable = wait is not None and (
+                run.deadline is None or self.clock.monotonic() + wait < run.deadline
+            )
         if retryable:
             if self.retry_after is None:
                 hint = getattr(exc, "retry_after", None)

@@ -9,12 +9,18 @@ conformance suites in :mod:`invresilience.contract` check an implementation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
+
+from typing_extensions import ParamSpec
 
 from ._core.breaker import BreakerSpec, SharedBreakerState
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 __all__ = [
     "Admission",
@@ -24,6 +30,7 @@ __all__ = [
     "BreakerStore",
     "Clock",
     "Permit",
+    "Policy",
     "RateLimitStore",
     "Release",
     "SharedBreakerState",
@@ -55,6 +62,22 @@ class Clock(Protocol):
 
     async def asleep(self, seconds: float) -> None:
         """Suspend the calling task for *seconds*."""
+        ...
+
+
+class Policy(Protocol):
+    """**Protocol:** a decorator that wraps a callable and keeps its signature.
+
+    Every policy -- :class:`~invresilience.RetryPolicy`, :class:`~invresilience.CircuitBreaker`,
+    the admission limiters, :class:`~invresilience.Timeout`, :class:`~invresilience.Fallback`,
+    :class:`~invresilience.Pipeline` -- is one, so :class:`~invresilience.Pipeline` can
+    stack any of them, and your own.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __call__(self, fn: Callable[_P, _T], /) -> Callable[_P, _T]:
+        """Wrap *fn*; ``def`` and ``async def`` alike."""
         ...
 
 
