@@ -32,7 +32,7 @@ def _is_policy(candidate: Any) -> bool:
     # A plain function or a class is a classic mistake (`Pipeline(RetryPolicy)`): refuse
     # them, though both are callable.
     return (
-        callable(candidate) and not inspect.isfunction(candidate) and not inspect.isclass(candidate)
+        callable(candidate) and not inspect.isroutine(candidate) and not inspect.isclass(candidate)
     )
 
 
