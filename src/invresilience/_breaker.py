@@ -698,11 +698,17 @@ class CircuitBreaker:
 
     def _admit(self) -> _Ticket:
         """Admit a call into whatever state the breaker is in, or raise CircuitOpenError."""
-        monotonic = self.clock.monotonic
         epoch = self._epoch
-        now = monotonic()
+        now = self.clock.monotonic()
         if epoch.state is CLOSED:
-            return _Ticket(epoch, None, now)
+            if now < epoch.flush_at or self.store is None:
+                return _Ticket(epoch, None, now)
+            # A shared breaker checks in with its store at least every flush_interval, and
+            # before the call, so a trip recorded by another process stops this call too.
+            self._flush(epoch, None, 0.0)
+            epoch = self._epoch
+            if epoch.state is CLOSED:
+                return _Ticket(epoch, None, now)
         if now < epoch.until:
             raise self._reject(epoch, now)
         owner = f"{self._owner_prefix}-{self._owners()}"
@@ -714,7 +720,12 @@ class CircuitBreaker:
         epoch = self._epoch
         now = self.clock.monotonic()
         if epoch.state is CLOSED:
-            return _Ticket(epoch, None, now)
+            if now < epoch.flush_at or self.store is None:
+                return _Ticket(epoch, None, now)
+            await self._aflush(epoch, None, 0.0)
+            epoch = self._epoch
+            if epoch.state is CLOSED:
+                return _Ticket(epoch, None, now)
         if now < epoch.until:
             raise self._reject(epoch, now)
         owner = f"{self._owner_prefix}-{self._owners()}"
@@ -992,6 +1003,8 @@ def _sync_caller(breaker: CircuitBreaker, fn: Callable[P, T]) -> Callable[P, T]:
                 )
             return call(fn, *args, **kwargs)
         start = monotonic()
+        if start >= epoch.flush_at:
+            return call(fn, *args, **kwargs)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
@@ -1079,6 +1092,8 @@ def _async_caller(
                 )
             return await acall(fn, *args, **kwargs)
         start = monotonic()
+        if start >= epoch.flush_at:
+            return await acall(fn, *args, **kwargs)
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
