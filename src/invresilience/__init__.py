@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import backends, exceptions, testing, typing
+from ._admission import AIMD, AdaptiveLimiter, Bulkhead, Gradient2, RateLimiter
 from ._breaker import (
     BreakerMetrics,
     CircuitBreaker,
@@ -32,6 +33,7 @@ from ._events import (
 )
 from ._pipeline import Fallback, Pipeline
 from ._retry import Attempt, Attempts, Backoff, Outcome, RetryBudget, RetryPolicy
+from ._timeout import Timeout, remaining
 from .exceptions import (
     BackendError,
     BackendUnavailableError,
@@ -51,6 +53,8 @@ from .exceptions import (
 from .typing import Clock
 
 __all__ = [
+    "AIMD",
+    "AdaptiveLimiter",
     "AdmissionEvent",
     "Attempt",
     "Attempts",
@@ -60,6 +64,7 @@ __all__ = [
     "BreakerEvent",
     "BreakerMetrics",
     "BreakerState",
+    "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",
     "CircuitBreakerRegistry",
@@ -69,6 +74,7 @@ __all__ = [
     "CountWindow",
     "Event",
     "Fallback",
+    "Gradient2",
     "IdempotencyError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReuseError",
@@ -79,6 +85,7 @@ __all__ = [
     "Outcome",
     "Pipeline",
     "RateLimitedError",
+    "RateLimiter",
     "ResilienceError",
     "RetriesExhaustedError",
     "RetryBudget",
@@ -88,10 +95,12 @@ __all__ = [
     "RetryPolicy",
     "SystemClock",
     "TimeWindow",
+    "Timeout",
     "Verdict",
     "add_listener",
     "backends",
     "exceptions",
+    "remaining",
     "remove_listener",
     "testing",
     "typing",
