@@ -476,7 +476,9 @@ class CircuitBreaker:
 
         Generations are per authority: when the answer comes from another one than the
         current epoch's (the store failed over to local state, or came back), it is taken
-        as it is.
+        as it is. An answer with the epoch's own state and generation keeps the epoch, even
+        from another authority (the first answer ever, a fail-over seeded from it): a new
+        epoch would drop the successes counted on it and report a change that did not happen.
         """
         epoch = self._epoch
         switched = source is not self._source
@@ -484,7 +486,7 @@ class CircuitBreaker:
             return epoch
         self._last = shared
         self._source = source
-        if not switched and shared.generation == epoch.generation and shared.state is epoch.state:
+        if shared.generation == epoch.generation and shared.state is epoch.state:
             if shared.state is CLOSED:
                 if self.store is not None:
                     epoch.flush_at = now + self.flush_interval
@@ -614,39 +616,61 @@ class CircuitBreaker:
 
     def _record_args(
         self, epoch: _Epoch, verdict: Verdict | None, elapsed: float
-    ) -> dict[str, int]:
-        """The counts to send for *epoch*: its pending successes plus this outcome (under lock)."""
-        counts = {
-            "successes": epoch.drain(),
-            "failures": 0,
-            "slow_successes": 0,
-            "slow_failures": 0,
-        }
+    ) -> tuple[int, dict[str, int]]:
+        """*epoch*'s pending successes, and the counts of this outcome (under lock)."""
+        counts = {"successes": 0, "failures": 0, "slow_successes": 0, "slow_failures": 0}
         slow = elapsed >= self._slow_after
         if verdict == "success":
             counts["slow_successes" if slow else "successes"] += 1
         elif verdict == "failure":
             counts["slow_failures" if slow else "failures"] += 1
-        return counts
+        return epoch.drain(), counts
+
+    def _record_ops(
+        self, epoch: _Epoch, verdict: Verdict | None, elapsed: float
+    ) -> tuple[
+        float,
+        Callable[[BreakerStore], SharedBreakerState],
+        Callable[[AsyncBreakerStore], Awaitable[SharedBreakerState]],
+    ]:
+        """Store operations recording a closed epoch's outcome and its pending successes."""
+        now = self.clock.monotonic()
+        with self._lock:
+            pending, counts = self._record_args(epoch, verdict, elapsed)
+        generation, name, spec, local = epoch.generation, self.name, self._spec, self._local
+        pending_at: float | None = None
+        if spec.window == "time" and pending and now >= epoch.flush_at:
+            # Flushed late: the pending successes were all counted before flush_at, maybe
+            # long before. Recorded "now" they would outlive their time in the window and
+            # dilute the failures that follow an idle spell. A local breaker's flush_at ends
+            # the bucket they were counted in, so they go there (or nowhere if it has aged
+            # out); a store can only place them now, so those older than the window are dropped.
+            if self.store is None:
+                pending_at = epoch.flush_at - spec.size / spec.buckets / 2
+            elif now - epoch.flush_at >= spec.size:
+                pending = 0
+        if pending_at is None:
+            counts["successes"] += pending
+
+        def op(store: BreakerStore) -> SharedBreakerState:
+            if pending_at is not None:
+                # Successes alone never trip: recording them apart changes no transition.
+                local.record(name, spec, generation, successes=pending, successes_at=pending_at)
+            return store.record(name, spec, generation, **counts)
+
+        async def aop(store: AsyncBreakerStore) -> SharedBreakerState:
+            return await store.record(name, spec, generation, **counts)
+
+        return now, op, aop
 
     def _flush(self, epoch: _Epoch, verdict: Verdict | None, elapsed: float) -> None:
         """Record a closed epoch's outcome (and its pending successes) with the authority."""
-        now = self.clock.monotonic()
-        with self._lock:
-            counts = self._record_args(epoch, verdict, elapsed)
-        generation, name, spec = epoch.generation, self.name, self._spec
-        self._apply(lambda store: store.record(name, spec, generation, **counts), now)
+        now, op, _ = self._record_ops(epoch, verdict, elapsed)
+        self._apply(op, now)
 
     async def _aflush(self, epoch: _Epoch, verdict: Verdict | None, elapsed: float) -> None:
-        now = self.clock.monotonic()
-        with self._lock:
-            counts = self._record_args(epoch, verdict, elapsed)
-        generation, name, spec = epoch.generation, self.name, self._spec
-        await self._aapply(
-            lambda store: store.record(name, spec, generation, **counts),
-            lambda store: store.record(name, spec, generation, **counts),
-            now,
-        )
+        now, op, aop = self._record_ops(epoch, verdict, elapsed)
+        await self._aapply(op, aop, now)
 
     def _closed_outcome(self, epoch: _Epoch, verdict: Verdict, elapsed: float, end: float) -> bool:
         """Count a closed call's outcome; ``True`` when it must be flushed to the authority."""

@@ -212,10 +212,20 @@ class TimeWindowState:
         self.current = index
 
     def add(self, now: float, code: int, count: int) -> None:
-        """Add *count* outcomes coded *code* at *now* (late ones join the current bucket)."""
+        """Add *count* outcomes coded *code* at *now*.
+
+        Outcomes from an earlier bucket go to that bucket while it is in the window, and
+        nowhere once it has aged out.
+        """
         self.roll(now)
-        assert self.current is not None
-        slot = self.current % self.buckets
+        current = self.current
+        assert current is not None
+        index = math.floor(now / self.width)
+        if index < current:
+            if index <= current - self.buckets:
+                return
+            current = index
+        slot = current % self.buckets
         self.bucket_calls[slot] += count
         self.calls += count
         if code & 2:
@@ -284,12 +294,20 @@ class BreakerCore:
         failures: int = 0,
         slow_successes: int = 0,
         slow_failures: int = 0,
+        successes_at: float | None = None,
     ) -> bool:
-        """Add outcomes of calls admitted in *generation*; ``True`` if this tripped the breaker."""
+        """Add outcomes of calls admitted in *generation*; ``True`` if this tripped the breaker.
+
+        *successes_at*, when given, is the earlier time the plain *successes* belong to (a
+        batch folded late); the other outcomes happened at *now*.
+        """
         if self.state is not CLOSED or generation != self.generation:
             return False
         window = self.window
         window.roll(now)
+        if successes > 0 and successes_at is not None and successes_at < now:
+            window.add(successes_at, SUCCESS_CODE, successes)
+            successes = 0
         for code, count in (
             (SUCCESS_CODE, successes),
             (SLOW_SUCCESS_CODE, slow_successes),
@@ -301,9 +319,11 @@ class BreakerCore:
         if failures + slow_successes + slow_failures == 0 or window.calls < self.spec.minimum_calls:
             return False
         calls = window.calls
+        # Compare rates, not counts against rate * calls: 0.07 * 100 is 7.000000000000001,
+        # and 7 failures in 100 calls must trip a 0.07 breaker (7 / 100 == 0.07 exactly).
         if (
-            window.failures >= self.spec.failure_rate * calls
-            or window.slow >= self.spec.slow_call_rate * calls
+            window.failures / calls >= self.spec.failure_rate
+            or window.slow / calls >= self.spec.slow_call_rate
         ):
             self._open(now)
             return True

@@ -73,8 +73,14 @@ class MemoryBreakerStore:
         failures: int = 0,
         slow_successes: int = 0,
         slow_failures: int = 0,
+        successes_at: float | None = None,
     ) -> SharedBreakerState:
-        """See :meth:`~invresilience.typing.BreakerStore.record`."""
+        """See :meth:`~invresilience.typing.BreakerStore.record`.
+
+        *successes_at* (not part of the Protocol) is the earlier time, on this store's
+        clock, that the plain *successes* belong to: an in-process breaker folding a batch
+        of successes late files them in the time-window bucket they were counted in.
+        """
         with self._lock:
             core = self._core(name, spec)
             now = self.clock.monotonic()
@@ -85,6 +91,7 @@ class MemoryBreakerStore:
                 failures=failures,
                 slow_successes=slow_successes,
                 slow_failures=slow_failures,
+                successes_at=successes_at,
             )
             return core.shared(now)
 
