@@ -49,6 +49,7 @@ from .exceptions import (
 from .typing import AsyncRateLimitStore, Clock, Permit, RateLimitStore, Release
 
 if TYPE_CHECKING:
+    import datetime
     from types import TracebackType
 
 __all__ = [
@@ -673,6 +674,10 @@ class RateLimiter:
         wait = self._wait_ns(weight, key)
         if wait == 0:
             return _FREE
+        return self._sleep_for(wait, weight, key, timeout)
+
+    def _sleep_for(self, wait: int, weight: int, key: str | None, timeout: float) -> Permit:
+        """Sleep for a permit that was refused with *wait* ns to go, or raise."""
         clock = self.clock
         deadline = clock.monotonic() + _check_timeout(timeout)
         while True:
@@ -694,6 +699,10 @@ class RateLimiter:
         wait = await self._await_ns(weight, key)
         if wait == 0:
             return _FREE
+        return await self._asleep_for(wait, weight, key, timeout)
+
+    async def _asleep_for(self, wait: int, weight: int, key: str | None, timeout: float) -> Permit:
+        """The async twin of :meth:`_sleep_for`."""
         clock = self.clock
         deadline = clock.monotonic() + _check_timeout(timeout)
         while True:
@@ -715,8 +724,9 @@ class RateLimiter:
 
         .. versionadded:: 0.1.0
         """
-        if self._wait_ns(1, None):
-            self.acquire(timeout=self.max_wait)
+        wait = self._wait_ns(1, None)
+        if wait:
+            self._sleep_for(wait, 1, None, self.max_wait)
         return fn(*args, **kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -724,8 +734,9 @@ class RateLimiter:
 
         .. versionadded:: 0.1.0
         """
-        if await self._await_ns(1, None):
-            await self.aacquire(timeout=self.max_wait)
+        wait = await self._await_ns(1, None)
+        if wait:
+            await self._asleep_for(wait, 1, None, self.max_wait)
         return await fn(*args, **kwargs)
 
     def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]:
@@ -745,11 +756,12 @@ class RateLimiter:
                 return await acall(fn, *args, **kwargs)
 
         else:
-            wait_ns, acquire, max_wait = self._wait_ns, self.acquire, self.max_wait
+            wait_ns, sleep_for, max_wait = self._wait_ns, self._sleep_for, self.max_wait
 
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                if wait_ns(1, None):
-                    acquire(timeout=max_wait)
+                wait = wait_ns(1, None)
+                if wait:
+                    sleep_for(wait, 1, None, max_wait)
                 return fn(*args, **kwargs)
 
         functools.update_wrapper(wrapper, fn)
@@ -908,7 +920,7 @@ def _check_fraction(instance: object, attribute: attrs.Attribute[Any], value: An
         )
 
 
-def _optional_target(value: float | None) -> float | None:
+def _optional_target(value: float | datetime.timedelta | None) -> float | None:
     return None if value is None else seconds(value)
 
 

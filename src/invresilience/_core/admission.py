@@ -192,10 +192,10 @@ class WindowSummary(NamedTuple):
     """What one closed sample window saw.
 
     Attributes:
-        samples: Samples in the window.
+        samples: Samples in the window, drops included.
         drops: How many of them were drops.
-        mean: Their mean latency in seconds.
-        latencies: The most recent latencies (up to the window's capacity), sorted.
+        mean: The mean latency of the others, in seconds (``0.0`` if every one dropped).
+        latencies: Their most recent latencies (up to the window's capacity), sorted.
         max_in_flight: The most calls in flight when any of them started.
     """
 
@@ -206,20 +206,23 @@ class WindowSummary(NamedTuple):
     max_in_flight: int
 
     def percentile(self, q: float) -> float:
-        """The nearest-rank *q*-quantile (``0 < q <= 1``) of :attr:`latencies`."""
+        """The nearest-rank *q*-quantile (``0 < q <= 1``) of :attr:`latencies` (``0.0`` if none)."""
         latencies = self.latencies
+        if not latencies:
+            return 0.0
         return latencies[max(0, math.ceil(q * len(latencies)) - 1)]
 
 
 class SampleWindow:
     """Collects samples until a window of at least *length* seconds and *min_samples* closes.
 
-    Latencies are kept in a ring of the last *capacity* samples, so a window's memory and
-    the cost of its percentile are bounded however busy the limiter is.
+    A dropped call's latency is not a latency sample: a shed request fails fast, a timed
+    out one slowly, and neither says how long the dependency takes to serve. Latencies
+    are kept in a ring of the last *capacity* samples, so a window's memory and the cost
+    of its percentile are bounded however busy the limiter is.
     """
 
     __slots__ = (
-        "capacity",
         "count",
         "drops",
         "end",
@@ -233,7 +236,6 @@ class SampleWindow:
     def __init__(self, length: float, min_samples: int, now: float, capacity: int = 1000) -> None:
         self.length = length
         self.min_samples = min_samples
-        self.capacity = capacity
         self.latencies: collections.deque[float] = collections.deque(maxlen=capacity)
         self.end = now + length
         self.count = self.drops = self.max_in_flight = 0
@@ -244,18 +246,20 @@ class SampleWindow:
     ) -> WindowSummary | None:
         """Record one sample; the window's summary if this sample closed it."""
         self.count += 1
-        self.total += latency
-        self.latencies.append(latency)
         if dropped:
             self.drops += 1
+        else:
+            self.total += latency
+            self.latencies.append(latency)
         if in_flight > self.max_in_flight:
             self.max_in_flight = in_flight
         if now < self.end or self.count < self.min_samples:
             return None
+        served = self.count - self.drops
         summary = WindowSummary(
             self.count,
             self.drops,
-            self.total / self.count,
+            self.total / served if served else 0.0,
             tuple(sorted(self.latencies)),
             self.max_in_flight,
         )
@@ -356,7 +360,9 @@ class Gradient2Limit:
         """The limit after *window*."""
         short = window.mean
         idle = window.max_in_flight * 2 < limit
-        if self.seen < self.warmup:
+        if window.samples == window.drops:
+            pass  # every call dropped: no latency to learn from
+        elif self.seen < self.warmup:
             self.seen += 1
             self.long += (short - self.long) / self.seen
         elif short < self.long or idle or limit <= self.minimum:
