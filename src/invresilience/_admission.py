@@ -266,17 +266,19 @@ class _Pool:
     def _granted(self, waiter: _Waiter) -> _SlotPermit:
         """The permit of a waiter that stopped waiting; raise if it was never granted."""
         with self.lock:
-            if self.slots.withdraw(waiter):
-                raise self.full()
+            behind = self.slots.withdraw(waiter)
             in_flight = self.slots.in_flight
+        if behind is not None:
+            self._wake(behind)
+            raise self.full()
         return self._permit(waiter.weight, in_flight)
 
     def _abandon(self, waiter: _Waiter) -> None:
         """A waiter was interrupted: leave the queue, or hand back slots granted meanwhile."""
         with self.lock:
-            if self.slots.withdraw(waiter):
-                return
-            granted = self.slots.give_back(waiter.weight)
+            granted = self.slots.withdraw(waiter)
+            if granted is None:
+                granted = self.slots.give_back(waiter.weight)
         self._wake(granted)
 
     def wait(self, weight: int, timeout: float) -> _SlotPermit:
@@ -547,6 +549,9 @@ class RateLimiter:
     _monotonic: Callable[[], float] = attrs.field(init=False, repr=False)
     _prefix: str = attrs.field(init=False, repr=False)
     _default_key: str = attrs.field(init=False, repr=False)
+    # The key that names the default bucket in a store ("default" when unnamed): the
+    # memory buckets honour it too, so both behave alike.
+    _default_alias: str | None = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         _check_clock("RateLimiter", self.clock)
@@ -570,6 +575,7 @@ class RateLimiter:
             "_monotonic": self.clock.monotonic,
             "_prefix": f"{self.name}:" if self.name else "",
             "_default_key": self.name or "default",
+            "_default_alias": None if self.name else "default",
         }
         for field, value in derived.items():
             object.__setattr__(self, field, value)
@@ -588,7 +594,7 @@ class RateLimiter:
                 name, interval_ns=self._interval, capacity_ns=self._capacity, weight=weight
             )
         now = round(self._monotonic() * 1e9)
-        if key is None:
+        if key is None or key == self._default_alias:
             # Inlined _core.admission.gcra(): a function call would cost a fifth of the budget.
             with buckets.lock:
                 tat = buckets.tat

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import heapq
@@ -485,8 +486,18 @@ class TestSlots:
         first, second = Token(), Token()
         assert slots.enqueue(first)
         assert not slots.enqueue(second)
-        assert slots.withdraw(first)
-        assert not slots.withdraw(first)
+        assert [] == slots.withdraw(first)
+        assert slots.withdraw(first) is None
+
+    def test_leaving_head_unblocks_the_queue(self) -> None:
+        """When a heavy waiter at the head gives up, lighter ones behind it get the free slots."""
+        slots: Slots[Token] = Slots(3, 5)
+        slots.try_take(2)
+        heavy, light = Token(2), Token(1)
+        slots.enqueue(heavy)
+        slots.enqueue(light)
+        assert [light] == slots.withdraw(heavy)
+        assert 3 == slots.in_flight
 
     def test_heavy_request_admitted_alone(self) -> None:
         """A request heavier than the limit passes when nothing else is in flight."""
@@ -773,6 +784,24 @@ class TestBulkhead:
         assert (1, 0) == (bulkhead.in_flight, bulkhead.queued)
         held.release()
 
+    def test_timed_out_head_wakes_the_next_waiter(self) -> None:
+        """A heavy waiter that times out lets a lighter one behind it take the free slot."""
+        bulkhead = Bulkhead(2, max_queue=2)
+        held = bulkhead.acquire()
+        got: list[Permit] = []
+        heavy = threading.Thread(
+            target=lambda: _swallow(lambda: bulkhead.acquire(2, timeout=0.002))
+        )
+        heavy.start()
+        wait_until(lambda: bulkhead.queued == 1)
+        light = threading.Thread(target=lambda: got.append(bulkhead.acquire(timeout=30.0)))
+        light.start()
+        heavy.join(30.0)
+        light.join(30.0)
+        assert 2 == bulkhead.in_flight
+        got[0].release()
+        held.release()
+
     def test_waiter_on_a_closed_loop_is_skipped(self) -> None:
         """A slot granted to a task whose loop has closed goes to the next waiter."""
         pool = Bulkhead(1, max_queue=2)._pool
@@ -811,6 +840,12 @@ class TestBulkhead:
         finally:
             DEADLINE.reset(token)
         held.release()
+
+
+def _swallow(fn: Callable[[], object]) -> None:
+    """Call *fn*, ignoring a BulkheadFullError (for threads expected to give up)."""
+    with contextlib.suppress(ir.BulkheadFullError):
+        fn()
 
 
 def _fake_waiter_init(lock_class: type) -> Callable[[_ThreadWaiter, int], None]:

@@ -152,16 +152,18 @@ class Slots(Generic[W]):
         self.waiters.append(waiter)
         return True
 
-    def withdraw(self, waiter: W) -> bool:
-        """Take *waiter* out of the queue: ``True`` if it was still queued.
+    def withdraw(self, waiter: W) -> list[W] | None:
+        """Take *waiter* out of the queue (it gave up); the waiters granted as a result.
 
-        ``False`` means it was granted meanwhile and now holds its slots.
+        Returns ``None`` if it was no longer queued: it was granted meanwhile and holds
+        its slots. Otherwise the waiters behind it that fit now that it is gone (a heavy
+        waiter at the head blocks lighter ones).
         """
         try:
             self.waiters.remove(waiter)
         except ValueError:
-            return False
-        return True
+            return None
+        return self._grant()
 
     def give_back(self, weight: int) -> list[W]:
         """Return *weight* slots; the waiters granted as a result, in order."""
