@@ -463,9 +463,23 @@ class CircuitBreaker:
             else:
                 flush_at = math.inf
             return _Epoch(state, shared.generation, 0.0, flush_at)
-        if state is ISOLATED:
-            return _Epoch(state, shared.generation, math.inf, math.inf)
-        return _Epoch(state, shared.generation, now + shared.retry_after, math.inf)
+        return _Epoch(state, shared.generation, self._until(shared, now), math.inf)
+
+    def _until(self, shared: SharedBreakerState, now: float) -> float:
+        """Until when a non-closed *shared* state rejects calls without asking the authority.
+
+        A local breaker knows every change as it happens. A shared one must hear of its
+        peers' changes: an isolation lifted by a peer's reset (never, otherwise) or a
+        half-open generation closed by a peer's probe (only when every lease ran out,
+        otherwise), so it asks again after at most flush_interval.
+        """
+        if self.store is None:
+            return math.inf if shared.state is ISOLATED else now + shared.retry_after
+        if shared.state is OPEN:
+            return now + shared.retry_after
+        if shared.state is ISOLATED:
+            return now + self.flush_interval
+        return now + min(shared.retry_after, self.flush_interval)
 
     def _local_window_boundary(self, now: float) -> float:
         width = self._spec.size / self._spec.buckets
@@ -492,8 +506,8 @@ class CircuitBreaker:
                     epoch.flush_at = now + self.flush_interval
                 elif self._spec.window == "time":
                     epoch.flush_at = self._local_window_boundary(now)
-            elif shared.state is not ISOLATED:
-                epoch.until = now + shared.retry_after
+            elif shared.state is not ISOLATED or self.store is not None:
+                epoch.until = self._until(shared, now)
             return epoch
         previous = epoch.state
         epoch = self._epoch = self._new_epoch(shared, now)
@@ -523,7 +537,12 @@ class CircuitBreaker:
         """Stop asking the store for a while (under lock); seed the local state from ours."""
         self._store_down_until = now + self.store_retry
         if self.on_store_error == "local":
-            self._local._seed(self.name, self._spec, self._last, now)
+            last, epoch = self._last, self._epoch
+            if epoch.state is OPEN and epoch.generation == last.generation:
+                # _last.retry_after counts from when it was read; the epoch knows when the
+                # open time ends (often: now, when a probe found the store down).
+                last = attrs.evolve(last, retry_after=max(0.0, epoch.until - now))
+            self._local._seed(self.name, self._spec, last, now)
         if _events.active:
             _events.emit(
                 _events.BreakerEvent(
@@ -700,22 +719,23 @@ class CircuitBreaker:
         return _new_error(CircuitOpenError, self.name, retry_after)
 
     def _probe_ops(
-        self, owner: str, granted: list[bool]
+        self, owner: str, granted: list[int | None]
     ) -> tuple[
         Callable[[BreakerStore], SharedBreakerState],
         Callable[[AsyncBreakerStore], Awaitable[SharedBreakerState]],
     ]:
-        """Store operations asking for a probe slot; they append whether it was granted."""
+        """Store operations asking for a probe slot; they append the generation it was
+        granted in (``None``: not granted)."""
         name, spec = self.name, self._spec
 
         def op(store: BreakerStore) -> SharedBreakerState:
             shared, ok = store.probe(name, spec, owner)
-            granted.append(ok)
+            granted.append(shared.generation if ok else None)
             return shared
 
         async def aop(store: AsyncBreakerStore) -> SharedBreakerState:
             shared, ok = await store.probe(name, spec, owner)
-            granted.append(ok)
+            granted.append(shared.generation if ok else None)
             return shared
 
         return op, aop
@@ -736,7 +756,7 @@ class CircuitBreaker:
         if now < epoch.until:
             raise self._reject(epoch, now)
         owner = f"{self._owner_prefix}-{self._owners()}"
-        granted: list[bool] = []
+        granted: list[int | None] = []
         op, _ = self._probe_ops(owner, granted)
         return self._admitted(self._apply(op, now), owner, granted, now)
 
@@ -753,12 +773,16 @@ class CircuitBreaker:
         if now < epoch.until:
             raise self._reject(epoch, now)
         owner = f"{self._owner_prefix}-{self._owners()}"
-        granted: list[bool] = []
+        granted: list[int | None] = []
         op, aop = self._probe_ops(owner, granted)
         return self._admitted(await self._aapply(op, aop, now), owner, granted, now)
 
-    def _admitted(self, epoch: _Epoch, owner: str, granted: list[bool], now: float) -> _Ticket:
-        if granted and granted[-1] and epoch.state is HALF_OPEN:
+    def _admitted(
+        self, epoch: _Epoch, owner: str, granted: list[int | None], now: float
+    ) -> _Ticket:
+        # A slot granted in an older generation than the epoch we act on (transitions
+        # happened while the answer was on its way) is no slot at all: reject.
+        if granted and granted[-1] == epoch.generation and epoch.state is HALF_OPEN:
             return _Ticket(epoch, owner, now)
         if epoch.state is CLOSED:
             return _Ticket(epoch, None, now)
