@@ -6,9 +6,11 @@ suite waits out short real durations (see :mod:`invresilience.contract`).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 import redis
 import redis.asyncio
@@ -16,10 +18,13 @@ import redis.asyncio
 from invresilience.backends.memory import AsyncMemoryBreakerStore, MemoryBreakerStore
 from invresilience.backends.redis import AsyncRedisBreakerStore, RedisBreakerStore
 from invresilience.contract import AsyncBreakerStoreContract, BreakerStoreContract
+from invresilience.contract.breaker import _run_now
 from invresilience.testing import ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from invresilience._core.breaker import BreakerSpec, SharedBreakerState
 
 
 class TestMemoryBreakerStore(BreakerStoreContract):
@@ -86,3 +91,87 @@ class TestAsyncRedisBreakerStore(AsyncBreakerStoreContract):
 
     async def close_store(self, store: AsyncRedisBreakerStore) -> None:
         await self.client.aclose()
+
+
+# -- the suite catches a store that breaks the rules ---------------------------------------------
+
+
+class _OffByOneGeneration:
+    """A breaker store whose reads report the wrong generation."""
+
+    def __init__(self, store: MemoryBreakerStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def read(self, name: str, spec: BreakerSpec) -> SharedBreakerState:
+        shared = self.store.read(name, spec)
+        return attrs.evolve(shared, generation=shared.generation + 1)
+
+
+class _SlowToReopen:
+    """A breaker store that re-opens for the first open_for again, not the next one."""
+
+    def __init__(self, store: MemoryBreakerStore) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def settle(
+        self, name: str, spec: BreakerSpec, owner: str, generation: int, success: bool | None
+    ) -> SharedBreakerState:
+        shared = self.store.settle(name, spec, owner, generation, success)
+        return attrs.evolve(shared, retry_after=spec.open_for[0])
+
+
+class _Broken(BreakerStoreContract):
+    exact_clock = True
+
+    def __init__(self, wrapper: Any, *, exact: bool = True) -> None:
+        self.wrapper = wrapper
+        self.exact_clock = exact  # type: ignore[misc]
+
+    def make_store(self) -> Any:
+        self.clock = ManualClock()
+        return self.wrapper(MemoryBreakerStore(clock=self.clock))
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+
+def test_suite_reports_a_wrong_field() -> None:
+    """A store that answers a wrong generation fails with a message naming the field."""
+    suite = _Broken(_OffByOneGeneration)
+    with pytest.raises(AssertionError, match="read of an unknown name: generation: expected 0"):
+        suite.test_unknown_name_reads_closed()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_suite_reports_a_wrong_duration(exact: bool) -> None:
+    """A store that re-opens for the wrong time fails, on exact and real clocks alike."""
+    suite = _Broken(_SlowToReopen, exact=exact)
+    with pytest.raises(AssertionError, match=r"failed probe: retry_after: expected 60\.0 s"):
+        suite.test_failed_probe_reopens_with_the_next_open_for()
+
+
+def test_sync_check_that_suspends_is_an_error() -> None:
+    """A sync store that awaits something cannot be driven without an event loop."""
+    coroutine = asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="must not await"):
+        _run_now(coroutine)
+
+
+def test_unimplemented_hooks_raise() -> None:
+    """The base suites need make_store."""
+    with pytest.raises(NotImplementedError):
+        BreakerStoreContract().test_names_are_independent()
+    with pytest.raises(NotImplementedError):
+        AsyncBreakerStoreContract().test_names_are_independent()
+
+
+def test_redis_store_repr(redis_url: str) -> None:
+    """The repr names the prefix."""
+    with redis.Redis.from_url(redis_url) as client:
+        assert "RedisBreakerStore(prefix='p')" == repr(RedisBreakerStore(client, prefix="p"))

@@ -7,27 +7,19 @@ suite waits out short real durations (see :mod:`invresilience.contract`).
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 import redis.asyncio
 
+from invresilience._admission import MemoryRateLimitStore
 from invresilience.backends.redis import AsyncRedisRateLimitStore, RedisRateLimitStore
 from invresilience.contract import AsyncRateLimitStoreContract, RateLimitStoreContract
 from invresilience.testing import ManualClock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-try:
-    from invresilience._admission import MemoryRateLimitStore
-except ImportError:  # pragma: no cover - until the admission module lands
-    MemoryRateLimitStore = None
-
-needs_memory_store = pytest.mark.skipif(
-    MemoryRateLimitStore is None, reason="invresilience._admission.MemoryRateLimitStore missing"
-)
 
 
 class _AsyncMemoryRateLimitStore:
@@ -42,7 +34,6 @@ class _AsyncMemoryRateLimitStore:
         )
 
 
-@needs_memory_store
 class TestMemoryRateLimitStore(RateLimitStoreContract):
     """MemoryRateLimitStore on a ManualClock."""
 
@@ -56,7 +47,6 @@ class TestMemoryRateLimitStore(RateLimitStoreContract):
         self.clock.advance(seconds)
 
 
-@needs_memory_store
 class TestAsyncMemoryRateLimitStore(AsyncRateLimitStoreContract):
     """MemoryRateLimitStore on a ManualClock, driven through the async suite."""
 
@@ -108,3 +98,73 @@ class TestAsyncRedisRateLimitStore(AsyncRateLimitStoreContract):
 
     async def close_store(self, store: AsyncRedisRateLimitStore) -> None:
         await self.client.aclose()
+
+
+# -- the suite catches a store that breaks the rules ---------------------------------------------
+
+
+class _GenerousStore:
+    """A rate-limit store that admits one request more than the burst."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.store = MemoryRateLimitStore(clock=clock)
+
+    def acquire(self, key: str, *, interval_ns: int, capacity_ns: int, weight: int) -> int:
+        return self.store.acquire(
+            key, interval_ns=interval_ns, capacity_ns=capacity_ns + interval_ns, weight=weight
+        )
+
+
+class _LateByOneStore:
+    """A rate-limit store whose waits are one nanosecond too long."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.store = MemoryRateLimitStore(clock=clock)
+
+    def acquire(self, key: str, *, interval_ns: int, capacity_ns: int, weight: int) -> int:
+        wait = self.store.acquire(
+            key, interval_ns=interval_ns, capacity_ns=capacity_ns, weight=weight
+        )
+        return wait + 1 if wait else 0
+
+
+class _Broken(RateLimitStoreContract):
+    def __init__(self, wrapper: Any, *, exact: bool) -> None:
+        self.wrapper = wrapper
+        self.exact_clock = exact  # type: ignore[misc]
+
+    def make_store(self) -> Any:
+        self.clock = ManualClock()
+        return self.wrapper(self.clock)
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+
+def test_suite_catches_an_extra_admission() -> None:
+    """A store admitting burst + 1 requests fails the burst check."""
+    suite = _Broken(_GenerousStore, exact=True)
+    with pytest.raises(AssertionError, match="request 4 of a burst of 3"):
+        suite.test_burst_is_admitted_then_rejected()
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_suite_catches_a_wrong_wait(exact: bool) -> None:
+    """A wait one nanosecond too long fails, on exact and real clocks alike."""
+    suite = _Broken(_LateByOneStore, exact=exact)
+    with pytest.raises(AssertionError, match="request 4 of a burst of 3"):
+        suite.test_burst_is_admitted_then_rejected()
+
+
+def test_unimplemented_hooks_raise() -> None:
+    """The base suites need make_store."""
+    with pytest.raises(NotImplementedError):
+        RateLimitStoreContract().test_keys_are_independent()
+    with pytest.raises(NotImplementedError):
+        AsyncRateLimitStoreContract().test_keys_are_independent()
+
+
+def test_redis_store_repr(redis_url: str) -> None:
+    """The repr names the prefix."""
+    with redis.Redis.from_url(redis_url) as client:
+        assert "RedisRateLimitStore(prefix='p')" == repr(RedisRateLimitStore(client, prefix="p"))

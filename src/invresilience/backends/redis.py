@@ -164,9 +164,7 @@ end
 
 local s
 local raw = redis.call('HGETALL', H)
-local existed = #raw > 0
-local dirty = false
-if not existed then
+if #raw == 0 then
   s = blank(0)
 else
   local h = {}
@@ -176,7 +174,6 @@ else
     -- reported under the old configuration are dropped.
     redis.call('DEL', H, RING, BUCKETS)
     s = blank((tonumber(h.gen) or 0) + 1)
-    dirty = true
   else
     s = {state = h.state, gen = tonumber(h.gen), open_until = tonumber(h['until']),
          opens = tonumber(h.opens), ps = tonumber(h.ps), calls = tonumber(h.calls),
@@ -304,10 +301,7 @@ if op == 'record' then
     local codes = {1, 5, 3, 7}
     local counts = {successes, slow_successes, failures, slow_failures}
     for i = 1, 4 do
-      if counts[i] > 0 then
-        add(codes[i], counts[i])
-        dirty = true
-      end
+      if counts[i] > 0 then add(codes[i], counts[i]) end
     end
     -- Rates, not counts against rate * calls: 7 failures in 100 calls reach a 0.07 rate.
     if failures + slow_successes + slow_failures ~= 0 and s.calls >= minimum
@@ -370,16 +364,16 @@ elseif op == 'force' then
     s.opens = 0
   end
   s.open_until = now
-  dirty = true
 elseif op ~= 'read' then
   return redis.error_reply('invresilience: unknown breaker operation ' .. tostring(op))
 end
 
 roll()
 
--- -- save: an unknown breaker that nothing happened to stays unwritten --
+-- -- save: every operation, a read too, so the keys' TTL runs from the last use and a
+-- breaker first seen by a read remembers its spec (as MemoryBreakerStore does) --
 
-if existed or dirty then
+do
   local fields = {'spec', fp, 'state', s.state, 'gen', int(s.gen), 'until', int(s.open_until),
                   'opens', int(s.opens), 'ps', int(s.ps), 'calls', int(s.calls),
                   'fails', int(s.fails), 'slow', int(s.slow), 'head', int(s.head)}
