@@ -1,6 +1,6 @@
 """Time limits on calls: real cancellation for coroutines, a published deadline for threads.
 
-A :class:`Timeout` publishes its deadline in the context (:data:`._scope.DEADLINE`, the
+A :class:`Timeout` publishes its deadline in the context (``_scope.DEADLINE``, the
 contextvar :class:`~invresilience.RetryPolicy` already shares between nested calls), so
 that callees can read :func:`remaining` and pass it on to socket and HTTP timeouts, and
 so that nested policies, limiters and timeouts never wait past it.
@@ -114,7 +114,7 @@ class Timeout:
 
     **Coroutines** are really cancelled: when the time is up the awaited call receives
     :class:`asyncio.CancelledError` at its current ``await``, and the caller gets the
-    builtin :class:`TimeoutError` (on every Python version; before 3.11
+    builtin ``TimeoutError`` (on every Python version; before 3.11
     :func:`asyncio.wait_for` raised a different class). No task is created per call on
     the system clock -- an event-loop timer cancels the calling task -- and cancelling
     the caller from outside still propagates as cancellation.
@@ -124,19 +124,19 @@ class Timeout:
     the seconds left, to pass on to socket and HTTP timeouts -- and nested retry
     policies, limiters and timeouts never wait past it. A call that overran still
     returns its result, which cannot be undone; with ``strict=True`` it raises
-    :class:`TimeoutError` instead, after the fact.
+    ``TimeoutError`` instead, after the fact.
 
     Deadlines nest: inside another deadline (an outer :class:`Timeout`, or a
     :class:`~invresilience.RetryPolicy`'s total timeout) the earlier one wins, so an
     inner timeout can shrink the time left but never extend it. A call that would start
-    with no time left raises :class:`TimeoutError` without running.
+    with no time left raises ``TimeoutError`` without running.
 
     On a clock other than the system's (a :class:`~invresilience.testing.ManualClock`),
     the coroutine timer sleeps on that clock in a helper task.
 
     Args:
         seconds: The time limit (or a timedelta); ``> 0``.
-        strict: Raise :class:`TimeoutError` when a function returns after its deadline.
+        strict: Raise ``TimeoutError`` when a function returns after its deadline.
         clock: The time source.
         name: A name for the error message; defaults to the callable's name.
 
