@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import attrs
 from typing_extensions import ParamSpec, Self, final
 
+from . import _events
 from ._clock import SYSTEM_CLOCK
 from ._config import _is_number, duration, integer, number, seconds
 from ._core.admission import (
@@ -260,7 +261,10 @@ class _Pool:
             elif timeout > 0.0 and slots.enqueue(waiter):
                 return None
             else:
-                raise self.full()
+                in_flight = -1
+        if in_flight < 0:
+            # Raised outside the lock: building the error reports the rejection.
+            raise self.full()
         return self._permit(waiter.weight, in_flight)
 
     def _granted(self, waiter: _Waiter) -> _SlotPermit:
@@ -628,9 +632,17 @@ class RateLimiter:
             f"must be an int from 1 to the burst ({self.burst}): heavier could never be admitted",
         )
 
+    def _refused(self, retry_after: float) -> None:
+        """Every rejection passes here: a ``None`` from try_acquire and each error alike.
+
+        The hot paths call it only ``if _events.active``.
+        """
+        # events: emit AdmissionEvent(source=self.name, kind="rejected", retry_after=retry_after)
+
     def _rejected(self, retry_after: float) -> RateLimitedError:
         """The error for a rejected call."""
-        # events: AdmissionEvent(source=self.name, kind="rejected", retry_after=retry_after)
+        if _events.active:
+            self._refused(retry_after)
         name = self.name
         return RateLimitedError(
             retry_after,
@@ -660,11 +672,17 @@ class RateLimiter:
                 if tat < now:
                     tat = now
                 tat += buckets.interval
-                if tat - now <= buckets.capacity:
+                wait = tat - now - buckets.capacity
+                if wait <= 0:
                     buckets.tat = tat
                     return _FREE
-            return None
-        return _FREE if self._wait_ns(weight, key) == 0 else None
+        else:
+            wait = self._wait_ns(weight, key)
+            if wait == 0:
+                return _FREE
+        if _events.active:
+            self._refused(wait / _NS)
+        return None
 
     def acquire(self, weight: int = 1, *, key: str | None = None, timeout: float = 0.0) -> Permit:
         """A permit, sleeping up to *timeout* seconds for one.
@@ -819,9 +837,17 @@ class Bulkhead:
             self, "_pool", _Pool(self.max_concurrent, self.max_queue, self._rejected)
         )
 
+    def _refused(self) -> None:
+        """Every rejection passes here: a ``None`` from try_acquire and each error alike.
+
+        The callers call it only ``if _events.active``.
+        """
+        # events: emit AdmissionEvent(source=self.name, kind="rejected")
+
     def _rejected(self) -> BulkheadFullError:
         """The error for a rejected call."""
-        # events: AdmissionEvent(source=self.name, kind="rejected")
+        if _events.active:
+            self._refused()
         label = "bulkhead" if self.name is None else f"bulkhead {self.name!r}"
         return BulkheadFullError(
             f"{label} has no free slot ({self.max_concurrent} in flight, "
@@ -855,7 +881,10 @@ class Bulkhead:
         .. versionadded:: 0.1.0
         """
         self._check_weight(weight)
-        return self._pool.take(weight)
+        permit = self._pool.take(weight)
+        if permit is None and _events.active:
+            self._refused()
+        return permit
 
     def acquire(self, weight: int = 1, *, key: str | None = None, timeout: float = 0.0) -> Permit:
         """A permit for *weight* slots, queueing up to *timeout* seconds for them.
@@ -1128,17 +1157,26 @@ class AdaptiveLimiter:
         )
         object.__setattr__(self, "_pool", pool)
 
+    def _refused(self) -> None:
+        """Every rejection passes here: a ``None`` from try_acquire and each error alike.
+
+        The callers call it only ``if _events.active``.
+        """
+        # events: emit AdmissionEvent(source=self.name, kind="rejected", limit=self.limit)
+
     def _rejected(self) -> BulkheadFullError:
         """The error for a rejected call."""
-        # events: AdmissionEvent(source=self.name, kind="rejected", limit=self.limit)
+        if _events.active:
+            self._refused()
         label = "adaptive limiter" if self.name is None else f"adaptive limiter {self.name!r}"
         return BulkheadFullError(
             f"{label} has no free slot (limit {self.limit}, room for {self.max_queue} waiting)"
         )
 
     def _limit_changed(self, limit: int) -> None:
-        """Called (outside the lock) each time the limit moves."""
-        # events: AdmissionEvent(source=self.name, kind="limit_changed", limit=limit)
+        """Every move of the limit passes here, outside the lock."""
+        # events: emit AdmissionEvent(source=self.name, kind="limit_changed", limit=limit)
+        #         when _events.active
 
     def _check_weight(self, weight: int) -> None:
         if weight != 1 and (type(weight) is not int or not 1 <= weight <= self.max_limit):
@@ -1177,7 +1215,10 @@ class AdaptiveLimiter:
         .. versionadded:: 0.1.0
         """
         self._check_weight(weight)
-        return self._pool.take(weight)
+        permit = self._pool.take(weight)
+        if permit is None and _events.active:
+            self._refused()
+        return permit
 
     def acquire(self, weight: int = 1, *, key: str | None = None, timeout: float = 0.0) -> Permit:
         """A permit, queueing up to *timeout* seconds for one.

@@ -1290,3 +1290,44 @@ def test_slot_pool_permit_start_times() -> None:
     assert isinstance(adaptive, _SlotPermit)
     assert 7.0 == adaptive.start
     assert isinstance(permit.pool, _Pool)
+
+
+def test_every_rejection_reaches_the_events_site(
+    clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a listener attached, each rejection passes through the limiter's _refused once."""
+    from invresilience import _events
+
+    seen: list[tuple[str, object]] = []
+    for cls in (RateLimiter, Bulkhead, AdaptiveLimiter):
+        monkeypatch.setattr(
+            cls, "_refused", lambda self, *args: seen.append((type(self).__name__, args))
+        )
+    limiter = RateLimiter(10, burst=1, clock=clock)
+    bulkhead = Bulkhead(1)
+    adaptive = AdaptiveLimiter(initial_limit=1, clock=clock)
+    limiter.acquire()
+    bulkhead.acquire()
+    adaptive.acquire()
+    assert limiter.try_acquire() is None  # no listener: nothing reported
+    with _events.scoped_listener(lambda event: None):
+        assert limiter.try_acquire() is None
+        assert limiter.try_acquire(key="WH-1") is not None
+        assert limiter.try_acquire(key="WH-1") is None
+        with pytest.raises(ir.RateLimitedError):
+            limiter.acquire()
+        assert bulkhead.try_acquire() is None
+        with pytest.raises(ir.BulkheadFullError):
+            bulkhead.acquire()
+        assert adaptive.try_acquire() is None
+        with pytest.raises(ir.BulkheadFullError):
+            adaptive.acquire()
+    assert [
+        ("RateLimiter", (pytest.approx(0.1),)),
+        ("RateLimiter", (pytest.approx(0.1),)),
+        ("RateLimiter", (pytest.approx(0.1),)),
+        ("Bulkhead", ()),
+        ("Bulkhead", ()),
+        ("AdaptiveLimiter", ()),
+        ("AdaptiveLimiter", ()),
+    ] == seen
