@@ -374,12 +374,27 @@ def _pool_caller(
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            permit.release(classify(exc, None))
+            _report(permit, classify, exc, None)
             raise
-        permit.release(classify(None, result))
+        _report(permit, classify, None, result)
         return result
 
     return run
+
+
+def _report(
+    permit: _SlotPermit,
+    classify: Callable[[BaseException | None, Any], Release],
+    exc: BaseException | None,
+    result: Any,
+) -> None:
+    """Release *permit* with the outcome's classification; a failing classifier leaks no slot."""
+    try:
+        outcome = classify(exc, result)
+    except BaseException:
+        permit.release("ignored")
+        raise
+    permit.release(outcome)
 
 
 def _pool_acaller(
@@ -401,9 +416,9 @@ def _pool_acaller(
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            permit.release(classify(exc, None))
+            _report(permit, classify, exc, None)
             raise
-        permit.release(classify(None, result))
+        _report(permit, classify, None, result)
         return result
 
     return run

@@ -1159,6 +1159,17 @@ class TestAdaptiveLimiter:
         assert 200 == await limiter.acall(get, 200)
         assert ["success", "dropped", "success", "dropped", "success"] == releases
 
+    def test_failing_classifier_leaks_no_slot(self, clock: ManualClock) -> None:
+        """A drop_on that raises releases the slot as ignored and lets its error through."""
+
+        def broken(outcome: ir.Outcome) -> bool:
+            raise LookupError("classifier bug")
+
+        limiter = AdaptiveLimiter(initial_limit=1, drop_on=broken, clock=clock)
+        with pytest.raises(LookupError, match="classifier bug"):
+            limiter.call(lambda: 503)
+        assert 0 == limiter.in_flight
+
     @in_loop
     async def test_async_acquire(self, clock: ManualClock) -> None:
         """aacquire takes a slot at once or queues; weights above max_limit are refused."""
