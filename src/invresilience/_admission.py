@@ -508,8 +508,8 @@ class RateLimiter:
 
     The rule is GCRA (the generic cell rate algorithm, a token bucket that stores one
     timestamp) on integer nanoseconds: from a rested bucket exactly *burst* calls are
-    admitted at once, then one every ``per / rate`` seconds. A call exactly on that
-    boundary is admitted -- integers do not round it away.
+    admitted at once, then one every ``per / rate`` seconds (rounded to the nanosecond).
+    A call exactly on that boundary is admitted -- integers do not round it away.
 
     Buckets: the default one, and one per *key* passed to :meth:`try_acquire` /
     :meth:`acquire` (a tenant, a warehouse, an API token). In memory, rested buckets are

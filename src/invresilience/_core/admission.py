@@ -320,13 +320,16 @@ class Gradient2Limit:
 
     When ``long`` exceeds twice ``short`` -- latency fell back after a long overload --
     ``long`` is cut by 5 % per window to catch up. A window that used less than half the
-    limit does not move it (but still teaches ``long``).
+    limit does not move it.
 
-    Two departures from Netflix's code, both from its issue tracker: a drop counts as
-    the steepest gradient (0.5), since Netflix's version ignores drops and keeps growing
-    while the dependency sheds load; and the queue allowance is added only while no
-    queueing is seen (gradient 1), because adding it under a modest gradient (say 0.8)
-    makes the limit creep up forever.
+    Three departures from Netflix's code. A drop counts as the steepest gradient (0.5):
+    Netflix's version ignores drops and keeps growing while the dependency sheds load.
+    The queue allowance is added only while no queueing is seen (gradient 1): added
+    under a modest gradient (say 0.8) it makes the limit creep up forever. And after the
+    warm-up, ``long`` learns only from windows that can show the unloaded latency --
+    latency below ``long``, a limit less than half used, or a limit at its *minimum* --
+    because learning from saturated windows teaches it that the overloaded latency is
+    normal, and the limit drifts up with it.
     """
 
     __slots__ = (
