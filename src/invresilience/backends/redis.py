@@ -24,7 +24,8 @@ Breaker keys
 ------------
 
 A breaker *name* under *prefix* owns three keys, all with the hash tag ``{name}`` so they
-live in one cluster slot::
+live in one cluster slot (a prefix holding ``{...}`` would set the tag itself, putting
+every breaker in one slot)::
 
     <prefix>:{<name>}           hash: the state (fields below)
     <prefix>:{<name>}:ring      string: the count window, one byte per slot
@@ -48,10 +49,13 @@ its ``e<i>`` is at or before ``TIME``. This is the ``SET NX PX`` election in one
 atomic with the state transition it belongs to (a ``PX`` key could not expire in step with
 a generation change, and would cost a key per slot).
 
-Each write gives the three keys a time to live of the longest of the window's span, the
-open durations and the probe lease, plus *idle_ttl*, renewed by every operation: an
-abandoned breaker disappears, one in use never does. An isolated breaker does not expire:
-isolation holds until someone resets it.
+Every operation, a read included, writes the state back, as
+:class:`~invresilience.backends.memory.MemoryBreakerStore` keeps every breaker it has seen:
+a breaker first seen by a read remembers its spec. Each write gives the three keys a time
+to live of the longest of the window's span, the open durations and the probe lease, plus
+*idle_ttl*: an abandoned breaker disappears, one in use (a healthy one still checks in)
+never does. Once expired, a breaker starts again from generation 0. An isolated breaker
+does not expire: isolation holds until someone resets it.
 
 Rate-limit keys
 ---------------
@@ -563,7 +567,7 @@ class RedisBreakerStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.RedisCluster,
         *,
         prefix: str = "invresilience:breaker",
         idle_ttl: float = 86400.0,
@@ -648,7 +652,7 @@ class AsyncRedisBreakerStore:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
         *,
         prefix: str = "invresilience:breaker",
         idle_ttl: float = 86400.0,
@@ -814,7 +818,9 @@ class RedisRateLimitStore:
 
     __slots__ = ("_script", "client", "prefix")
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "invresilience:ratelimit") -> None:
+    def __init__(
+        self, client: redis.Redis | redis.RedisCluster, *, prefix: str = "invresilience:ratelimit"
+    ) -> None:
         self.client = client
         self.prefix = _check_name("RedisRateLimitStore.prefix", prefix)
         self._script = client.register_script(RATE_LIMIT_LUA)
@@ -856,7 +862,10 @@ class AsyncRedisRateLimitStore:
     __slots__ = ("_script", "client", "prefix")
 
     def __init__(
-        self, client: redis.asyncio.Redis, *, prefix: str = "invresilience:ratelimit"
+        self,
+        client: redis.asyncio.Redis | redis.asyncio.RedisCluster,
+        *,
+        prefix: str = "invresilience:ratelimit",
     ) -> None:
         self.client = client
         self.prefix = _check_name("AsyncRedisRateLimitStore.prefix", prefix)
