@@ -15,6 +15,7 @@ import pytest
 
 import invresilience as ir
 from invresilience import _events
+from invresilience._core.breaker import SharedBreakerState
 from invresilience.backends.memory import AsyncMemoryBreakerStore, MemoryBreakerStore
 from invresilience.exceptions import (
     BackendUnavailableError,
@@ -28,7 +29,7 @@ from invresilience.testing import ManualClock
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
 
-    from invresilience._core.breaker import BreakerSpec, SharedBreakerState
+    from invresilience._core.breaker import BreakerSpec
 
 CLOSED = ir.BreakerState.CLOSED
 OPEN = ir.BreakerState.OPEN
@@ -464,6 +465,53 @@ class TestSlowCalls:
         metrics = breaker.metrics()
         assert (2, 1, 1) == (metrics.calls, metrics.failures, metrics.slow)
 
+    def test_count_window_forgets_slow_calls(self, clock: ManualClock) -> None:
+        """Slow calls pushed out of a count window no longer count as slow."""
+        breaker = make(
+            clock,
+            slow_call_rate=1.0,
+            slow_call_duration=1.0,
+            minimum_calls=3,
+            window=ir.CountWindow(3),
+        )
+        slow = breaker(lambda: clock.advance(1.0))
+        fast = breaker(ok)
+        slow()
+        slow()
+        fast()
+        slow()  # slow, fast, slow: the first one is out
+        metrics = breaker.metrics()
+        assert (CLOSED, 3, 2) == (metrics.state, metrics.calls, metrics.slow)
+        fast()
+        fast()  # slow, fast, fast
+        metrics = breaker.metrics()
+        assert (CLOSED, 3, 1) == (metrics.state, metrics.calls, metrics.slow)
+
+    def test_async_decorated_slow_calls(self, clock: ManualClock) -> None:
+        """The async decorator times calls: fast ones pass, slow ones trip, classify still runs."""
+        breaker = make(
+            clock,
+            slow_call_rate=0.5,
+            slow_call_duration=1.0,
+            minimum_calls=3,
+            classify=lambda o: None,
+        )
+
+        @breaker
+        async def fetch(seconds: float) -> float:
+            clock.advance(seconds)
+            return seconds
+
+        async def scenario() -> None:
+            assert 0.5 == await fetch(0.5)
+            assert 0.0 == await fetch(0.0)
+            assert 2.0 == await fetch(2.0)
+            assert CLOSED == breaker.state
+            assert 1.0 == await fetch(1.0)
+
+        asyncio.run(scenario())
+        assert OPEN == breaker.state
+
     def test_slow_calls_in_with_blocks(self, clock: ManualClock) -> None:
         """A ``with`` block is timed from enter to exit."""
         breaker = make(clock, slow_call_rate=1.0, slow_call_duration=1.0, minimum_calls=1)
@@ -751,6 +799,32 @@ class TestShapes:
         asyncio.run(scenario())
         metrics = breaker.metrics()
         assert (3, 2) == (metrics.calls, metrics.failures)
+
+    def test_async_decorated_rejections_with_a_listener(
+        self, clock: ManualClock, events: list[ir.Event]
+    ) -> None:
+        """The async decorator reports rejections to listeners; other errors count as successes."""
+        breaker = make(clock, failure_rate=0.75, failure_on=ConnectionError, minimum_calls=3)
+
+        @breaker
+        async def fetch(error: Exception | None) -> None:
+            if error is not None:
+                raise error
+
+        async def scenario() -> None:
+            with pytest.raises(ValueError, match="answered"):
+                await fetch(ValueError("answered"))
+            for _ in range(2):
+                with pytest.raises(ConnectionError):
+                    await fetch(ConnectionError())
+            assert CLOSED == breaker.state  # 2 of 3 failed
+            with pytest.raises(ConnectionError):
+                await fetch(ConnectionError())
+            with pytest.raises(CircuitOpenError):
+                await fetch(None)
+
+        asyncio.run(scenario())
+        assert [10.0] == [e.retry_after for e in breaker_events(events, "rejected")]
 
     def test_call_and_acall(self, clock: ManualClock) -> None:
         """call and acall pass arguments and return values."""
@@ -1195,6 +1269,142 @@ class TestSharedStore:
         assert "AsyncMemoryBreakerStore(MemoryBreakerStore(1 breakers))" == repr(
             AsyncMemoryBreakerStore(store)
         )
+
+    def test_a_peer_reset_ends_isolation_everywhere(self, clock: ManualClock) -> None:
+        """isolate() through one breaker isolates its peers; reset() through one frees them all."""
+        store = MemoryBreakerStore(clock=clock)
+        a = make(clock, store=store, flush_interval=1.0)
+        b = make(clock, store=store, flush_interval=1.0)
+        a.isolate()
+        clock.advance(1.0)
+        assert None is rejection(b).retry_after  # b checked in and found it isolated
+        a.reset()
+        clock.advance(0.5)
+        rejection(b)  # b does not know yet
+        clock.advance(0.5)
+        assert "ok" == b.call(ok)  # b asked the store again and found it closed
+        assert CLOSED == b.state
+
+    def test_decorated_calls_check_in_with_the_store(self, clock: ManualClock) -> None:
+        """A decorated call after flush_interval asks the store first: a peer's trip stops it."""
+        store = MemoryBreakerStore(clock=clock)
+        a = make(clock, store=store, flush_interval=1.0)
+        b = make(clock, store=store, flush_interval=1.0)
+        calls: list[str] = []
+
+        @b
+        def fetch() -> str:
+            calls.append("fetch")
+            return "ok"
+
+        @b
+        async def afetch() -> str:
+            calls.append("afetch")
+            return "ok"
+
+        assert "ok" == fetch()
+        fail(a, 2)
+        clock.advance(1.0)
+        with pytest.raises(CircuitOpenError):
+            fetch()
+        a.reset()
+        clock.advance(10.0)
+        assert "ok" == asyncio.run(afetch())  # b probes (the store is closed: a plain call)
+        fail(a, 2)
+        clock.advance(1.0)
+        with pytest.raises(CircuitOpenError):
+            asyncio.run(afetch())
+        assert ["fetch", "afetch"] == calls
+
+    def test_acall_checks_in_with_the_store(self, clock: ManualClock) -> None:
+        """acall on a shared breaker after flush_interval asks the store before calling."""
+        store = MemoryBreakerStore(clock=clock)
+        a = make(clock, store=store, flush_interval=1.0)
+        b = make(clock, store=store, async_store=AsyncMemoryBreakerStore(store))
+
+        async def scenario() -> None:
+            assert None is await b.acall(asyncio.sleep, 0)
+            clock.advance(1.0)
+            assert None is await b.acall(asyncio.sleep, 0)  # checked in: still closed
+            a.isolate()
+            clock.advance(1.0)
+            with pytest.raises(CircuitOpenError):
+                await b.acall(asyncio.sleep, 0)
+            a.reset()
+            clock.advance(10.0)
+            assert None is await b.acall(asyncio.sleep, 0)  # b re-checks: closed
+
+        asyncio.run(scenario())
+        assert CLOSED == b.state
+
+    def test_shared_time_window_drops_successes_older_than_the_window(
+        self, clock: ManualClock
+    ) -> None:
+        """A shared breaker does not send the store a batch of successes that aged out."""
+        store = MemoryBreakerStore(clock=clock)
+        breaker = make(
+            clock, store=store, minimum_calls=4, window=ir.TimeWindow(10.0), flush_interval=1.0
+        )
+        with breaker:  # through ``with``: no check-in before the call
+            clock.advance(0.5)
+        for _ in range(20):
+            with breaker:
+                pass
+        clock.advance(600.0)
+        with breaker:  # flushed 600 s late: those 20 successes are long gone
+            pass
+        assert 1 == breaker.metrics().calls
+        for _ in range(5):
+            with breaker:
+                pass
+        clock.advance(5.0)
+        with breaker:  # flushed 4 s late: those 5 successes are still in the window
+            pass
+        assert 7 == breaker.metrics().calls
+
+    def test_a_store_that_gives_no_lease_time(self, clock: ManualClock) -> None:
+        """A store saying half-open and busy without a time is asked again after a second."""
+
+        class Busy(FlakyStore):
+            def probe(
+                self, name: str, spec: BreakerSpec, owner: str
+            ) -> tuple[SharedBreakerState, bool]:
+                shared, _ = super().probe(name, spec, owner)
+                return SharedBreakerState(state=HALF_OPEN, generation=shared.generation), False
+
+        store = Busy(clock)
+        breaker = make(clock, store=store, probe_timeout=30.0)
+        fail(breaker, 2)
+        clock.advance(10.0)
+        assert 1.0 == rejection(breaker).retry_after
+        store.calls.clear()
+        clock.advance(0.5)
+        rejection(breaker)
+        assert [] == store.calls  # not asked again within that second
+        clock.advance(0.5)
+        rejection(breaker)
+        assert ["probe"] == store.calls
+
+    def test_async_memory_store_operations(self, clock: ManualClock) -> None:
+        """Every operation of the async memory store acts on the shared sync store."""
+        sync = MemoryBreakerStore(clock=clock)
+        astore = AsyncMemoryBreakerStore(sync)
+        spec = make(clock)._spec
+
+        async def scenario() -> None:
+            assert CLOSED == (await astore.read("n", spec)).state
+            shared = await astore.record("n", spec, 0, failures=2)
+            assert (OPEN, 1) == (shared.state, shared.generation)
+            clock.advance(10.0)
+            shared, granted = await astore.probe("n", spec, "me")
+            assert (HALF_OPEN, True) == (shared.state, granted)
+            shared = await astore.settle("n", spec, "me", shared.generation, True)
+            assert CLOSED == shared.state
+            assert ISOLATED == (await astore.force("n", spec, "isolated")).state
+
+        asyncio.run(scenario())
+        assert ISOLATED == sync.read("n", spec).state
+        assert isinstance(AsyncMemoryBreakerStore().sync, MemoryBreakerStore)
 
     def test_a_reconfigured_name_starts_afresh(self, clock: ManualClock) -> None:
         """A store asked with another configuration for a name starts it closed, a generation on."""
