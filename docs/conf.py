@@ -57,7 +57,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(abc|asyncio|collections|contextlib|contextvars|datetime|enum)(\..*)?"),
     (r"py:.*", r"(logging|random|threading|time|types|typing|typing_extensions)(\..*)?"),
     (r"py:.*", r"attrs(\..*)?"),
-    (r"py:(class|exc|obj|data)", r"(BaseException|Exception|ValueError|TypeError)"),
+    (r"py:(class|exc|obj|data)", r"(BaseException|Exception|ValueError|TypeError|TimeoutError)"),
     (r"py:(class|obj|data)", r"(None|bool|int|float|str|bytes|object|type|tuple|list|dict)"),
     (r"py:(class|obj|data)", r"(Any|Callable|Iterator|AsyncIterator|Awaitable|Self|Literal)"),
     # Private type variables of the generic signatures (call, acall, the decorator).

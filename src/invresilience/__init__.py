@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from . import backends, exceptions, testing, typing
-from ._admission import AIMD, AdaptiveLimiter, Bulkhead, Gradient2, RateLimiter
+from ._admission import (
+    AIMD,
+    AdaptiveLimiter,
+    Bulkhead,
+    Gradient2,
+    MemoryRateLimitStore,
+    RateLimiter,
+)
 from ._breaker import (
     BreakerMetrics,
     CircuitBreaker,
@@ -81,6 +88,7 @@ __all__ = [
     "LeaseLostError",
     "Listener",
     "LoggingListener",
+    "MemoryRateLimitStore",
     "NoShardOwnerError",
     "Outcome",
     "Pipeline",

@@ -652,7 +652,11 @@ class RateLimiter:
 
         The hot paths call it only ``if _events.active``.
         """
-        # events: emit AdmissionEvent(source=self.name, kind="rejected", retry_after=retry_after)
+        _events.emit(
+            _events.AdmissionEvent(
+                source=self.name or "RateLimiter", kind="rejected", retry_after=retry_after
+            )
+        )
 
     def _rejected(self, retry_after: float) -> RateLimitedError:
         """The error for a rejected call."""
@@ -857,7 +861,7 @@ class Bulkhead:
 
         The callers call it only ``if _events.active``.
         """
-        # events: emit AdmissionEvent(source=self.name, kind="rejected")
+        _events.emit(_events.AdmissionEvent(source=self.name or "Bulkhead", kind="rejected"))
 
     def _rejected(self) -> BulkheadFullError:
         """The error for a rejected call."""
@@ -1177,7 +1181,11 @@ class AdaptiveLimiter:
 
         The callers call it only ``if _events.active``.
         """
-        # events: emit AdmissionEvent(source=self.name, kind="rejected", limit=self.limit)
+        _events.emit(
+            _events.AdmissionEvent(
+                source=self.name or "AdaptiveLimiter", kind="rejected", limit=self.limit
+            )
+        )
 
     def _rejected(self) -> BulkheadFullError:
         """The error for a rejected call."""
@@ -1190,8 +1198,12 @@ class AdaptiveLimiter:
 
     def _limit_changed(self, limit: int) -> None:
         """Every move of the limit passes here, outside the lock."""
-        # events: emit AdmissionEvent(source=self.name, kind="limit_changed", limit=limit)
-        #         when _events.active
+        if _events.active:
+            _events.emit(
+                _events.AdmissionEvent(
+                    source=self.name or "AdaptiveLimiter", kind="limit_changed", limit=limit
+                )
+            )
 
     def _check_weight(self, weight: int) -> None:
         if weight != 1 and (type(weight) is not int or not 1 <= weight <= self.max_limit):
