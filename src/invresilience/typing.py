@@ -191,8 +191,9 @@ class BreakerStore(Protocol):
     processes' clocks never need to agree. The state machine, per breaker *name*:
 
     - ``record``: if the stored state is ``closed`` and its generation equals *generation*,
-      add the counts to the shared window; then, if the window holds at least
-      ``spec.minimum_calls`` calls and the failure rate or the slow-call rate reached its
+      add the counts to the shared window; then, if the counts hold a failure or a slow
+      call (plain successes only lower the rates), the window holds at least
+      ``spec.minimum_calls`` calls, and the failure rate or the slow-call rate reached its
       threshold, trip: ``open``, generation + 1, opens + 1, open until
       ``now + spec.open_for[min(opens, len) - 1]``, window emptied. Counts for another
       generation or state are dropped.
