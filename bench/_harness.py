@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from types import CodeType, FrameType
 
-__all__ = ["Case", "Result", "Runner", "count_calls"]
+__all__ = ["BASELINE", "Budget", "Case", "Gap", "Mode", "Result", "Runner", "count_calls"]
 
 Mode = Literal["sync", "async"]
 
@@ -212,3 +212,93 @@ class Runner:
                 )
             )
         return results
+
+
+# -- budgets and gaps, shared by the breaker and admission benchmarks -------------------------
+
+Metric = Literal["us_added", "us_per_call"]
+
+# Below this the difference between two medians is noise on a shared VM.
+NOISE_US = 0.01
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A row that could not be timed, and why (shown in the table instead of the figures)."""
+
+    scenario: str
+    mode: Mode
+    library: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A limit on one invresilience row, judged on the time it adds or on its whole time.
+
+    ``metric="us_added"`` judges the median time added over the scenario's baseline and
+    compares the anchors by what they add; ``metric="us_per_call"`` judges the median time
+    per call, everything included, and compares the anchors by theirs. Rows whose library
+    starts with *ours* are invresilience's: only the one named exactly *ours* is judged,
+    and none of them is an anchor. *floor*, when set, names the baseline in the verdict
+    (for a baseline that is the least the scenario can cost, not a bare call).
+    """
+
+    scenario: str
+    mode: Mode
+    metric: Metric
+    limit: float
+    ours: str = "invresilience"
+    floor: str | None = None
+
+    def verdict(self, results: list[Result]) -> tuple[bool, str]:
+        """``(within budget, one line that says so and compares with the anchors)``."""
+        rows = {r.library: r for r in results if (r.scenario, r.mode) == (self.scenario, self.mode)}
+        ours = rows[self.ours]
+        base = rows[BASELINE]
+        anchors = [
+            row for name, row in rows.items() if name != BASELINE and not name.startswith(self.ours)
+        ]
+        where = f"{self.scenario}, {self.mode}"
+        if self.metric == "us_added":
+            value = ours.us_added
+            head = f"{where}: {ours.us_added:.2f} µs added (budget ≤ {self.limit:g} µs added)"
+            tail = ", ".join(_less_overhead(ours.us_added, a) for a in anchors)
+        else:
+            value = ours.us_per_call
+            head = (
+                f"{where}: {ours.us_per_call:.2f} µs per call (budget ≤ {self.limit:g} µs per call)"
+            )
+            if self.floor is not None:
+                head += (
+                    f"; the floor, {self.floor}, is {base.us_per_call:.2f} µs on this machine,"
+                    f" so invresilience adds {ours.us_added:.2f} µs to it"
+                )
+            tail = ", ".join(_less_time(ours, a) for a in anchors)
+        within = value <= self.limit
+        line = f"{'PASS' if within else 'OVER'}  {head}"
+        if tail:
+            line += f"; invresilience is {tail}"
+        return within, line
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.1f}×" if ratio < 100 else f"{ratio:.0f}×"
+
+
+def _less_overhead(ours: float, anchor: Result) -> str:
+    theirs = anchor.us_added
+    if ours <= NOISE_US:
+        return f"≥ {max(theirs, 0.0) / NOISE_US:.0f}× less overhead than {anchor.library}"
+    ratio = theirs / ours
+    if ratio >= 1:
+        return f"{_times(ratio)} less overhead than {anchor.library}"
+    inverse = 1 / ratio if ratio > 0 else math.inf
+    return f"{_times(inverse)} more overhead than {anchor.library}"
+
+
+def _less_time(ours: Result, anchor: Result) -> str:
+    ratio = anchor.us_per_call / ours.us_per_call
+    if ratio >= 1:
+        return f"{_times(ratio)} faster than {anchor.library}"
+    return f"{_times(1 / ratio)} slower than {anchor.library}"
