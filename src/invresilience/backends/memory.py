@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Literal
 
 from typing_extensions import final
 
+from .._admission import MemoryRateLimitStore
 from .._clock import SYSTEM_CLOCK
 from .._core.breaker import BreakerCore, BreakerSpec, SharedBreakerState
 
 if TYPE_CHECKING:
     from ..typing import Clock
 
-__all__ = ["AsyncMemoryBreakerStore", "MemoryBreakerStore"]
+__all__ = ["AsyncMemoryBreakerStore", "MemoryBreakerStore", "MemoryRateLimitStore"]
 
 
 @final
