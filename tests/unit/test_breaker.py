@@ -494,17 +494,21 @@ class TestSlowCalls:
             slow_call_rate=0.5,
             slow_call_duration=1.0,
             minimum_calls=3,
+            failure_on=ConnectionError,
             classify=lambda o: None,
         )
 
         @breaker
         async def fetch(seconds: float) -> float:
             clock.advance(seconds)
+            if seconds < 0.5:
+                raise KeyError(seconds)  # not a failure: the dependency answered
             return seconds
 
         async def scenario() -> None:
             assert 0.5 == await fetch(0.5)
-            assert 0.0 == await fetch(0.0)
+            with pytest.raises(KeyError):
+                await fetch(0.0)
             assert 2.0 == await fetch(2.0)
             assert CLOSED == breaker.state
             assert 1.0 == await fetch(1.0)
@@ -600,6 +604,38 @@ class TestWindows:
         clock.advance(2.0)
         assert 0 == breaker.metrics().calls
 
+    def test_time_window_slow_calls_through_decorators(self, clock: ManualClock) -> None:
+        """Decorated calls fill a time window across bucket boundaries; slow ones age out too."""
+        breaker = make(
+            clock,
+            slow_call_rate=0.5,
+            slow_call_duration=0.5,
+            minimum_calls=4,
+            window=ir.TimeWindow(4.0, buckets=2),
+        )
+
+        @breaker
+        def fetch(seconds: float) -> None:
+            clock.advance(seconds)
+
+        @breaker
+        async def afetch(seconds: float) -> None:
+            clock.advance(seconds)
+
+        fetch(0.5)  # t 0 -> 0.5: slow
+        fetch(0.0)
+        clock.advance(1.75)
+        fetch(0.0)  # the first call of the bucket [2, 4)
+        asyncio.run(afetch(0.25))
+        metrics = breaker.metrics()
+        assert (CLOSED, 4, 1) == (metrics.state, metrics.calls, metrics.slow)
+        clock.advance(1.5)  # t = 4: the bucket [0, 2) is out
+        assert (2, 0) == (breaker.metrics().calls, breaker.metrics().slow)
+        asyncio.run(afetch(0.5))  # the first call of the bucket [4, 6), slow
+        assert CLOSED == breaker.state  # 3 calls: below minimum_calls
+        fetch(0.5)
+        assert OPEN == breaker.state  # 2 slow of 4
+
     def test_windows_are_frozen_values(self) -> None:
         """Windows have defaults, compare by value and are immutable."""
         assert ir.CountWindow(100) == ir.CountWindow()
@@ -689,11 +725,18 @@ class TestShapes:
         with pytest.raises(TypeError, match="generator function"):
             breaker(arows)
 
+    @pytest.mark.parametrize("listening", [False, True])
     @pytest.mark.parametrize("timed", [False, True])
-    def test_decorated_calls_trip_and_reject(self, clock: ManualClock, timed: bool) -> None:
+    def test_decorated_calls_trip_and_reject(
+        self, clock: ManualClock, timed: bool, listening: bool
+    ) -> None:
         """Through the decorator (untimed and timed paths): failures trip, then calls are rejected."""
         extra: dict[str, Any] = {"slow_call_rate": 1.0, "slow_call_duration": 60.0} if timed else {}
         breaker = make(clock, minimum_calls=3, **extra)
+        seen: list[ir.Event] = []
+        stack = contextlib.ExitStack()
+        if listening:
+            stack.enter_context(_events.scoped_listener(seen.append))
         calls: list[str] = []
 
         @breaker
@@ -715,14 +758,23 @@ class TestShapes:
         assert ["a", "bad", "bad"] == calls
         clock.advance(9.0)
         assert "c" == fetch("c")  # the probe
+        stack.close()
         assert CLOSED == breaker.state
         assert 1 == breaker.metrics().rejected
+        assert (1 if listening else 0) == len(breaker_events(seen, "rejected"))
 
+    @pytest.mark.parametrize("listening", [False, True])
     @pytest.mark.parametrize("timed", [False, True])
-    def test_async_decorated_calls_trip_and_reject(self, clock: ManualClock, timed: bool) -> None:
+    def test_async_decorated_calls_trip_and_reject(
+        self, clock: ManualClock, timed: bool, listening: bool
+    ) -> None:
         """The async decorator behaves as the sync one."""
         extra: dict[str, Any] = {"slow_call_rate": 1.0, "slow_call_duration": 60.0} if timed else {}
         breaker = make(clock, minimum_calls=3, **extra)
+        seen: list[ir.Event] = []
+        stack = contextlib.ExitStack()
+        if listening:
+            stack.enter_context(_events.scoped_listener(seen.append))
 
         @breaker
         async def fetch(sku: str) -> str:
@@ -742,8 +794,10 @@ class TestShapes:
             assert "c" == await fetch("c")
 
         asyncio.run(scenario())
+        stack.close()
         assert CLOSED == breaker.state
         assert 1 == breaker.metrics().rejected
+        assert (1 if listening else 0) == len(breaker_events(seen, "rejected"))
 
     @pytest.mark.parametrize("timed", [False, True])
     def test_decorated_classification(self, clock: ManualClock, timed: bool) -> None:
