@@ -790,7 +790,8 @@ class TestBulkhead:
         held = bulkhead.acquire()
         got: list[Permit] = []
         heavy = threading.Thread(
-            target=lambda: _swallow(lambda: bulkhead.acquire(2, timeout=0.002))
+            # Long enough for the light waiter to queue behind it on a loaded machine.
+            target=lambda: _swallow(lambda: bulkhead.acquire(2, timeout=0.25))
         )
         heavy.start()
         wait_until(lambda: bulkhead.queued == 1)
