@@ -61,7 +61,7 @@ nitpick_ignore_regex = [
     (r"py:(class|obj|data)", r"(None|bool|int|float|str|bytes|object|type|tuple|list|dict)"),
     (r"py:(class|obj|data)", r"(Any|Callable|Iterator|AsyncIterator|Awaitable|Self|Literal)"),
     # Private type variables of the generic signatures (call, acall, the decorator).
-    (r"py:(class|obj)", r"invresilience\._\w+\.[PTYS]"),
+    (r"py:(class|obj)", r"(invresilience\._\w+\.)?[PTRYS]"),
     # Named in SystemClock's docstring, but not public.
     (r"py:data", r"SYSTEM_CLOCK"),
 ]
