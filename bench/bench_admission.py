@@ -242,16 +242,17 @@ def build_cases(
 def check_cases(cases: list[Case], run: Callable[[Awaitable[Any]], Any]) -> list[str]:
     """Problems found by calling every case a few times (an empty list when all is well).
 
-    Every acquire must be admitted at once: a permit or ``True`` (aiolimiter's ``acquire``
-    returns ``None`` and would wait instead, so it must not take long).
+    Every acquire must be admitted: a permit or ``True`` (aiolimiter's ``acquire`` returns
+    ``None`` and would wait instead, so it must not take long).
     """
     problems = []
     for case in cases:
         for _ in range(3):
-            start = time.perf_counter()
             try:
-                with case.context():
+                with case.context():  # not timed: it may wait for an anchor's thread
+                    start = time.perf_counter()
                     value = case.fn() if case.mode == "sync" else run(case.fn())
+                    elapsed = time.perf_counter() - start
             except Exception as exc:  # noqa: BLE001 - reported, not handled
                 problems.append(f"{case.label}: raised {exc!r}")
                 break
@@ -259,8 +260,8 @@ def check_cases(cases: list[Case], run: Callable[[Awaitable[Any]], Any]) -> list
             if case.library != BASELINE and rejected:
                 problems.append(f"{case.label}: rejected ({value!r})")
                 break
-            if time.perf_counter() - start > 0.02:
-                problems.append(f"{case.label}: a call took over 20 ms: it waited")
+            if elapsed > 0.1:  # a gross check: a loaded machine can stall a thread start
+                problems.append(f"{case.label}: a call took over 100 ms: it waited")
                 break
     return problems
 

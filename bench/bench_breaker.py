@@ -336,10 +336,11 @@ def check_cases(cases: list[Case], run: Callable[[Awaitable[Any]], Any]) -> list
     for case in cases:
         expected: object = 1 if case.scenario == CLOSED else True
         for _ in range(3):
-            start = time.perf_counter()
             try:
-                with case.context():
+                with case.context():  # not timed: it may wait for an anchor's thread
+                    start = time.perf_counter()
                     value = case.fn() if case.mode == "sync" else run(case.fn())
+                    elapsed = time.perf_counter() - start
             except Exception as exc:  # noqa: BLE001 - reported, not handled
                 problems.append(f"{case.label}: raised {exc!r}")
                 break
@@ -347,7 +348,7 @@ def check_cases(cases: list[Case], run: Callable[[Awaitable[Any]], Any]) -> list
                 what = "was not rejected" if case.scenario == REJECTION else f"returned {value!r}"
                 problems.append(f"{case.label}: {what}")
                 break
-            if time.perf_counter() - start > 0.02:
+            if elapsed > 0.02:
                 problems.append(f"{case.label}: a call took over 20 ms")
                 break
     return problems
