@@ -509,19 +509,23 @@ class CircuitBreaker:
             elif shared.state is not ISOLATED or self.store is not None:
                 epoch.until = self._until(shared, now)
             return epoch
-        previous = epoch.state
         epoch = self._epoch = self._new_epoch(shared, now)
-        if _events.active:
+        return epoch
+
+    def _adopted(self, before: _Epoch, after: _Epoch) -> _Epoch:
+        """Report a change :meth:`_adopt` made; called after the lock is released, so a
+        listener may call back into the breaker."""
+        if after is not before and _events.active:
             _events.emit(
                 _events.BreakerEvent(
                     source=self.name,
                     kind="state_changed",
-                    state=shared.state,
-                    previous=previous,
-                    generation=shared.generation,
+                    state=after.state,
+                    previous=before.state,
+                    generation=after.generation,
                 )
             )
-        return epoch
+        return after
 
     # -- talking to the store ---------------------------------------------------------------
 
@@ -543,6 +547,9 @@ class CircuitBreaker:
                 # open time ends (often: now, when a probe found the store down).
                 last = attrs.evolve(last, retry_after=max(0.0, epoch.until - now))
             self._local._seed(self.name, self._spec, last, now)
+
+    def _report_store_error(self, exc: BackendError) -> None:
+        """The ``store_error`` event, emitted after the lock is released."""
         if _events.active:
             _events.emit(
                 _events.BreakerEvent(
@@ -577,6 +584,7 @@ class CircuitBreaker:
                     raise
                 with self._lock:
                     self._store_failed(exc, now)
+                self._report_store_error(exc)
                 return self._apply(op, now)
         with self._lock:
             epoch = self._epoch
@@ -590,7 +598,9 @@ class CircuitBreaker:
                     self._store_down_until,
                 )
                 return epoch
-            return self._adopt(shared, now, authority)
+            before = self._epoch
+            epoch = self._adopt(shared, now, authority)
+        return self._adopted(before, epoch)
 
     async def _aapply(
         self,
@@ -606,9 +616,12 @@ class CircuitBreaker:
         except BackendError as exc:
             with self._lock:
                 self._store_failed(exc, now)
+            self._report_store_error(exc)
             return self._apply(op, now)
         with self._lock:
-            return self._adopt(shared, now, self.store)
+            before = self._epoch
+            epoch = self._adopt(shared, now, self.store)
+        return self._adopted(before, epoch)
 
     # -- recording outcomes -------------------------------------------------------------------
 

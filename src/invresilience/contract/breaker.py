@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from .._clock import SYSTEM_CLOCK
 from .._core.breaker import (
     CLOSED,
     HALF_OPEN,
@@ -669,7 +669,7 @@ class BreakerStoreContract(_BreakerChecks):
 
     def advance(self, seconds: float) -> None:
         """Let at least *seconds* pass on the store's clock; by default sleeps (plus 10 ms)."""
-        time.sleep(seconds + 0.01)
+        SYSTEM_CLOCK.sleep(seconds + 0.01)
 
     def _check(self, check: _Check) -> None:
         store = self.make_store()

@@ -11,9 +11,9 @@ inherited ``test_*`` methods check the GCRA rule of the Protocol. See
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._clock import SYSTEM_CLOCK
 from .breaker import _expect, _run_now, _unique
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ class RateLimitStoreContract(_RateLimitChecks):
 
     def advance(self, seconds: float) -> None:
         """Let at least *seconds* pass on the store's clock; by default sleeps (plus 10 ms)."""
-        time.sleep(seconds + 0.01)
+        SYSTEM_CLOCK.sleep(seconds + 0.01)
 
     def _check(self, check: _Check) -> None:
         store = self.make_store()
