@@ -28,7 +28,7 @@ import attrs
 from typing_extensions import ParamSpec, Self, final
 
 from . import _events
-from ._clock import SYSTEM_CLOCK
+from ._clock import SYSTEM_CLOCK, monotonic_ns
 from ._config import _is_number, duration, integer, number, seconds
 from ._core.admission import (
     AdaptiveCore,
@@ -565,7 +565,7 @@ class RateLimiter:
     _interval: int = attrs.field(init=False, repr=False)
     _capacity: int = attrs.field(init=False, repr=False)
     _bucket: _Buckets | None = attrs.field(init=False, repr=False)
-    _monotonic: Callable[[], float] = attrs.field(init=False, repr=False)
+    _monotonic_ns: Callable[[], int] = attrs.field(init=False, repr=False)
     _prefix: str = attrs.field(init=False, repr=False)
     _default_key: str = attrs.field(init=False, repr=False)
     # The key that names the default bucket in a store ("default" when unnamed): the
@@ -591,7 +591,7 @@ class RateLimiter:
             "_interval": interval,
             "_capacity": capacity,
             "_bucket": _Buckets(interval, capacity) if self.store is None else None,
-            "_monotonic": self.clock.monotonic,
+            "_monotonic_ns": monotonic_ns(self.clock),
             "_prefix": f"{self.name}:" if self.name else "",
             "_default_key": self.name or "default",
             "_default_alias": None if self.name else "default",
@@ -612,7 +612,7 @@ class RateLimiter:
             return self.store.acquire(
                 name, interval_ns=self._interval, capacity_ns=self._capacity, weight=weight
             )
-        now = round(self._monotonic() * 1e9)
+        now = self._monotonic_ns()
         if key is None or key == self._default_alias:
             # Inlined _core.admission.gcra(): a function call would cost a fifth of the budget.
             with buckets.lock:
@@ -685,7 +685,7 @@ class RateLimiter:
         buckets = self._bucket
         if key is None and weight == 1 and buckets is not None:
             # The hot path, kept flat: one clock read, one lock, integer arithmetic.
-            now = round(self._monotonic() * 1e9)
+            now = self._monotonic_ns()
             with buckets.lock:
                 tat = buckets.tat
                 if tat < now:
@@ -739,9 +739,24 @@ class RateLimiter:
 
         .. versionadded:: 0.1.0
         """
-        wait = await self._await_ns(weight, key)
-        if wait == 0:
-            return _FREE
+        buckets = self._bucket
+        if key is None and weight == 1 and buckets is not None:
+            # The hot path, the same flat code as try_acquire's: awaiting another
+            # coroutine here would cost more than the rest of the acquire.
+            now = self._monotonic_ns()
+            with buckets.lock:
+                tat = buckets.tat
+                if tat < now:
+                    tat = now
+                tat += buckets.interval
+                wait = tat - now - buckets.capacity
+                if wait <= 0:
+                    buckets.tat = tat
+                    return _FREE
+        else:
+            wait = await self._await_ns(weight, key)
+            if wait == 0:
+                return _FREE
         return await self._asleep_for(wait, weight, key, timeout)
 
     async def _asleep_for(self, wait: int, weight: int, key: str | None, timeout: float) -> Permit:
