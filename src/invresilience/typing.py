@@ -14,21 +14,34 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
 from typing_extensions import ParamSpec
 
 from ._core.breaker import BreakerSpec, SharedBreakerState
+from ._core.idempotency import Acquired, Claim, Completed, InProgress, Lease, Mismatch
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from types import TracebackType
+
+#: How long a record is kept after its last change, unless told otherwise: 24 hours.
+DEFAULT_TTL = 86400.0
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 __all__ = [
+    "DEFAULT_TTL",
+    "Acquired",
     "Admission",
     "AsyncBreakerStore",
+    "AsyncIdempotencyStore",
     "AsyncRateLimitStore",
     "BreakerSpec",
     "BreakerStore",
+    "Claim",
     "Clock",
+    "Completed",
+    "IdempotencyStore",
+    "InProgress",
+    "Lease",
+    "Mismatch",
     "Permit",
     "Policy",
     "RateLimitStore",
@@ -286,4 +299,116 @@ class AsyncBreakerStore(Protocol):
 
     async def read(self, name: str, spec: BreakerSpec) -> SharedBreakerState:
         """See :meth:`BreakerStore.read`."""
+        ...
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """**Protocol:** where :class:`~invresilience.Idempotency` keeps one record per key.
+
+    A record remembers the payload fingerprint, a fence that grows with every claim, and,
+    once the work is done, its result as bytes (the guard applies the codec). The rules,
+    which :mod:`invresilience.contract` checks:
+
+    - :meth:`claim` is atomic. It returns :class:`Acquired` (a :class:`Lease` with a
+      larger fence than any earlier claim of the key) when the key is free: never seen,
+      expired, released, or pending with its lease run out. It returns
+      :class:`Completed` with the stored result, :class:`InProgress` while another lease
+      runs, or :class:`Mismatch` when the live record has a different fingerprint, in
+      any state.
+    - :meth:`complete`, :meth:`release` and :meth:`extend` present the lease. It holds
+      while nobody claimed the key since, even once its time ran out; otherwise they
+      raise :exc:`~invresilience.exceptions.LeaseLostError` and change nothing.
+    - A record lives *ttl* seconds after its last change (at least as long as its lease),
+      then is as good as absent; :meth:`purge_expired` deletes such records.
+    - Driver failures raise :exc:`~invresilience.exceptions.BackendUnavailableError`
+      (unreachable) or :exc:`~invresilience.exceptions.BackendError`, chained to the
+      driver's exception.
+
+    Times are the store's own: a network store uses its server's clock, so processes
+    with skewed clocks agree.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL) -> Claim:
+        """Claim *key* for *lease* seconds; see the rules above."""
+        ...
+
+    def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """Claim each ``(key, fingerprint)``, each atomically; the answers in order."""
+        ...
+
+    def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """Store *result* for the lease's key and keep it *ttl* seconds."""
+        ...
+
+    def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """Complete each ``(lease, result)``; ``False`` where that lease was lost."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the key up unfinished, so that the next claim runs the work again."""
+        ...
+
+    def extend(self, lease: Lease, seconds: float) -> Lease:
+        """Let the lease run *seconds* from now; the lease to present from then on."""
+        ...
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to *limit* expired records; how many were deleted."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections; a closed store must not be used again."""
+        ...
+
+
+@runtime_checkable
+class AsyncIdempotencyStore(Protocol):
+    """**Protocol:** the async twin of :class:`IdempotencyStore`, with the same rules.
+
+    .. versionadded:: 0.1.0
+    """
+
+    async def claim(
+        self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> Claim:
+        """See :meth:`IdempotencyStore.claim`."""
+        ...
+
+    async def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`IdempotencyStore.claim_many`."""
+        ...
+
+    async def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`IdempotencyStore.complete`."""
+        ...
+
+    async def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`IdempotencyStore.complete_many`."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """See :meth:`IdempotencyStore.release`."""
+        ...
+
+    async def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`IdempotencyStore.extend`."""
+        ...
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`IdempotencyStore.purge_expired`."""
+        ...
+
+    async def close(self) -> None:
+        """See :meth:`IdempotencyStore.close`."""
         ...

@@ -8,6 +8,7 @@ limiters on one bucket) and are what the network backends are tested against.
 
 from __future__ import annotations
 
+import secrets
 import threading
 from typing import TYPE_CHECKING, Literal
 
@@ -15,12 +16,24 @@ from typing_extensions import final
 
 from .._admission import MemoryRateLimitStore
 from .._clock import SYSTEM_CLOCK
+from .._core import idempotency as rules
 from .._core.breaker import BreakerCore, BreakerSpec, SharedBreakerState
+from ..typing import DEFAULT_TTL
+from ._common import check_claim_args, check_lease, check_limit, check_ttl, lost
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._core.idempotency import Claim, Lease, Record
     from ..typing import Clock
 
-__all__ = ["AsyncMemoryBreakerStore", "MemoryBreakerStore", "MemoryRateLimitStore"]
+__all__ = [
+    "AsyncMemoryBreakerStore",
+    "AsyncMemoryIdempotencyStore",
+    "MemoryBreakerStore",
+    "MemoryIdempotencyStore",
+    "MemoryRateLimitStore",
+]
 
 
 @final
@@ -190,3 +203,171 @@ class AsyncMemoryBreakerStore:
     async def read(self, name: str, spec: BreakerSpec) -> SharedBreakerState:
         """See :meth:`~invresilience.typing.BreakerStore.read`."""
         return self.sync.read(name, spec)
+
+
+@final
+class MemoryIdempotencyStore:
+    """An :class:`~invresilience.typing.IdempotencyStore` in this process's memory.
+
+    The reference implementation: it applies the rules of the store Protocol directly,
+    under one lock, on the store's clock. Records vanish with the process, so it suits
+    tests and single-process tools; expired records are deleted by
+    :meth:`purge_expired`.
+
+    Args:
+        clock: The store's clock; records are timed on its ``wall()``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._records: dict[str, Record] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryIdempotencyStore({len(self._records)} records)"
+
+    def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL) -> Claim:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim`."""
+        check_claim_args(key, fingerprint, lease, ttl)
+        return self._claim(key, fingerprint, lease, ttl)
+
+    def _claim(self, key: str, fingerprint: str, lease: float, ttl: float) -> Claim:
+        with self._lock:
+            new, answer = rules.claim(
+                self._records.get(key),
+                key,
+                fingerprint,
+                secrets.token_hex(16),
+                now=self.clock.wall(),
+                lease=lease,
+                ttl=ttl,
+            )
+            if new is not None:
+                self._records[key] = new
+            return answer
+
+    def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim_many`."""
+        for key, fingerprint in items:
+            check_claim_args(key, fingerprint, lease, ttl)
+        return [self._claim(key, fingerprint, lease, ttl) for key, fingerprint in items]
+
+    def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete`."""
+        check_lease(lease)
+        check_ttl(ttl)
+        if not self._complete(lease, bytes(result), ttl):
+            raise lost(lease)
+
+    def _complete(self, lease: Lease, result: bytes, ttl: float) -> bool:
+        with self._lock:
+            new = rules.complete(
+                self._records.get(lease.key), lease, result, now=self.clock.wall(), ttl=ttl
+            )
+            if new is None:
+                return False
+            self._records[lease.key] = new
+            return True
+
+    def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete_many`."""
+        check_ttl(ttl)
+        for lease, _ in items:
+            check_lease(lease)
+        return [self._complete(lease, bytes(result), ttl) for lease, result in items]
+
+    def release(self, lease: Lease) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.release`."""
+        check_lease(lease)
+        with self._lock:
+            new = rules.release(self._records.get(lease.key), lease, now=self.clock.wall())
+            if new is None:
+                raise lost(lease)
+            self._records[lease.key] = new
+
+    def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`~invresilience.typing.IdempotencyStore.extend`."""
+        check_lease(lease)
+        check_ttl(seconds, field="seconds")
+        with self._lock:
+            new = rules.extend(self._records.get(lease.key), lease, seconds, now=self.clock.wall())
+            if new is None:
+                raise lost(lease)
+            self._records[lease.key] = new
+        return rules.Lease(lease.key, lease.fence, lease.token, lease.fingerprint, seconds)
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`~invresilience.typing.IdempotencyStore.purge_expired`."""
+        check_limit(limit)
+        with self._lock:
+            now = self.clock.wall()
+            doomed = [key for key, record in self._records.items() if record.expires_at <= now]
+            for key in doomed[:limit]:
+                del self._records[key]
+            return min(len(doomed), limit)
+
+    def close(self) -> None:
+        """Nothing to release; records stay readable."""
+
+
+@final
+class AsyncMemoryIdempotencyStore:
+    """The async twin of :class:`MemoryIdempotencyStore`, over the same records.
+
+    Args:
+        store: The sync store to share records with; a new one when omitted.
+        clock: The clock of the new store (only when *store* is omitted).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, store: MemoryIdempotencyStore | None = None, *, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
+        self.store = MemoryIdempotencyStore(clock=clock) if store is None else store
+
+    def __repr__(self) -> str:
+        return f"AsyncMemoryIdempotencyStore({self.store!r})"
+
+    async def claim(
+        self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> Claim:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim`."""
+        return self.store.claim(key, fingerprint, lease=lease, ttl=ttl)
+
+    async def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim_many`."""
+        return self.store.claim_many(items, lease=lease, ttl=ttl)
+
+    async def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete`."""
+        self.store.complete(lease, result, ttl=ttl)
+
+    async def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete_many`."""
+        return self.store.complete_many(items, ttl=ttl)
+
+    async def release(self, lease: Lease) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.release`."""
+        self.store.release(lease)
+
+    async def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`~invresilience.typing.IdempotencyStore.extend`."""
+        return self.store.extend(lease, seconds)
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`~invresilience.typing.IdempotencyStore.purge_expired`."""
+        return self.store.purge_expired(limit)
+
+    async def close(self) -> None:
+        """Nothing to release."""

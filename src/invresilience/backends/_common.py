@@ -1,0 +1,74 @@
+"""Argument checks and error helpers shared by every backend module (no driver imports)."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from .._core.idempotency import check_key, check_seconds
+from ..exceptions import ConfigurationError, LeaseLostError
+
+if TYPE_CHECKING:
+    from .._core.idempotency import Lease
+
+__all__ = [
+    "check_claim_args",
+    "check_lease",
+    "check_limit",
+    "check_namespace",
+    "check_ttl",
+    "lost",
+]
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}\Z")
+_FINGERPRINT_MAX = 256
+
+
+def check_claim_args(key: object, fingerprint: object, lease: object, ttl: object) -> None:
+    """Raise :exc:`ConfigurationError` naming the first bad argument of a claim."""
+    problem = check_key(key)
+    if problem is not None:
+        raise ConfigurationError("key", key, problem)
+    if not isinstance(fingerprint, str) or not 0 < len(fingerprint) <= _FINGERPRINT_MAX:
+        raise ConfigurationError(
+            "fingerprint",
+            fingerprint,
+            f"must be a non-empty str of at most {_FINGERPRINT_MAX} characters",
+        )
+    problem = check_seconds(lease)
+    if problem is not None:
+        raise ConfigurationError("lease", lease, problem)
+    check_ttl(ttl)
+
+
+def check_ttl(ttl: object, *, field: str = "ttl") -> None:
+    """Raise :exc:`ConfigurationError` unless *ttl* is a positive, finite number of seconds."""
+    problem = check_seconds(ttl)
+    if problem is not None:
+        raise ConfigurationError(field, ttl, problem)
+
+
+def check_lease(lease: object) -> None:
+    """Raise :exc:`ConfigurationError` unless *lease* is a :class:`Lease`."""
+    from .._core.idempotency import Lease
+
+    if not isinstance(lease, Lease):
+        raise ConfigurationError("lease", lease, "must be the Lease a claim returned")
+
+
+def check_limit(limit: object) -> None:
+    """Raise :exc:`ConfigurationError` unless *limit* is a positive int."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError("limit", limit, "must be an int >= 1")
+
+
+def check_namespace(field: str, value: object) -> str:
+    """*value* if it is a valid namespace (letters, digits, ``_.:-``, 1 to 100), else raise."""
+    if not isinstance(value, str) or not _NAMESPACE.match(value):
+        raise ConfigurationError(field, value, "must be 1 to 100 letters, digits or any of '_.:-'")
+    return value
+
+
+def lost(lease: Lease) -> LeaseLostError:
+    """The error for a lease that no longer holds its key."""
+    return LeaseLostError(lease.key, lease.fence)
