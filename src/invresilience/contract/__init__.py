@@ -6,6 +6,8 @@ pytest collects once you subclass it under a ``Test...`` name:
 
 - :class:`BreakerStoreContract` checks a :class:`~invresilience.typing.BreakerStore`,
   :class:`AsyncBreakerStoreContract` an :class:`~invresilience.typing.AsyncBreakerStore`;
+- :class:`IdempotencyStoreContract` checks an :class:`~invresilience.typing.IdempotencyStore`,
+  :class:`AsyncIdempotencyStoreContract` an :class:`~invresilience.typing.AsyncIdempotencyStore`;
 - :class:`RateLimitStoreContract` checks a :class:`~invresilience.typing.RateLimitStore`,
   :class:`AsyncRateLimitStoreContract` an :class:`~invresilience.typing.AsyncRateLimitStore`.
 
@@ -60,11 +62,14 @@ The suites use plain Python (no pytest import); a failed check raises
 from __future__ import annotations
 
 from .breaker import AsyncBreakerStoreContract, BreakerStoreContract
+from .idempotency import AsyncIdempotencyStoreContract, IdempotencyStoreContract
 from .ratelimit import AsyncRateLimitStoreContract, RateLimitStoreContract
 
 __all__ = [
     "AsyncBreakerStoreContract",
+    "AsyncIdempotencyStoreContract",
     "AsyncRateLimitStoreContract",
     "BreakerStoreContract",
+    "IdempotencyStoreContract",
     "RateLimitStoreContract",
 ]
