@@ -26,6 +26,7 @@ from ._breaker import (
     Verdict,
 )
 from ._clock import SystemClock
+from ._codec import JsonCodec, fingerprint
 from ._core.breaker import BreakerState
 from ._core.retry import RetryDecision
 from ._events import (
@@ -38,14 +39,17 @@ from ._events import (
     add_listener,
     remove_listener,
 )
+from ._idempotency import Idempotency
 from ._pipeline import Fallback, Pipeline
 from ._retry import Attempt, Attempts, Backoff, Outcome, RetryBudget, RetryPolicy
 from ._timeout import Timeout, remaining
+from .backends import open_backend
 from .exceptions import (
     BackendError,
     BackendUnavailableError,
     BulkheadFullError,
     CircuitOpenError,
+    CodecError,
     ConfigurationError,
     IdempotencyError,
     IdempotencyInProgressError,
@@ -77,14 +81,17 @@ __all__ = [
     "CircuitBreakerRegistry",
     "CircuitOpenError",
     "Clock",
+    "CodecError",
     "ConfigurationError",
     "CountWindow",
     "Event",
     "Fallback",
     "Gradient2",
+    "Idempotency",
     "IdempotencyError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReuseError",
+    "JsonCodec",
     "LeaseLostError",
     "Listener",
     "LoggingListener",
@@ -108,6 +115,8 @@ __all__ = [
     "add_listener",
     "backends",
     "exceptions",
+    "fingerprint",
+    "open_backend",
     "remaining",
     "remove_listener",
     "testing",

@@ -9,10 +9,11 @@
     ├── CircuitOpenError                           a breaker rejected the call
     ├── RateLimitedError                           a rate limiter rejected the call
     ├── BulkheadFullError                          a bulkhead had no room
+    ├── CodecError (also ValueError)               a value could not be encoded or decoded
     ├── IdempotencyError
     │   ├── IdempotencyInProgressError             the same key is running elsewhere
     │   ├── IdempotencyKeyReuseError               the same key came with another payload
-    │   └── LeaseLostError                         the lease was taken over or expired
+    │   └── LeaseLostError                         another claim took the key over
     ├── NoShardOwnerError                          no live worker owns a key
     └── BackendError                               a store failed
         └── BackendUnavailableError                a store could not be reached
@@ -34,6 +35,7 @@ __all__ = [
     "BackendUnavailableError",
     "BulkheadFullError",
     "CircuitOpenError",
+    "CodecError",
     "ConfigurationError",
     "IdempotencyError",
     "IdempotencyInProgressError",
@@ -154,6 +156,13 @@ class BulkheadFullError(ResilienceError):
     """
 
 
+class CodecError(ResilienceError, ValueError):
+    """A codec could not encode a value (or decode stored bytes); the message says which.
+
+    .. versionadded:: 0.1.0
+    """
+
+
 class IdempotencyError(ResilienceError):
     """Base class of the idempotency errors.
 
@@ -172,14 +181,17 @@ class IdempotencyInProgressError(IdempotencyError):
     """Another worker holds the claim on this key.
 
     Attributes:
-        until: Wall-clock time (seconds since the epoch) when that claim's lease expires.
+        retry_after: Seconds until that claim's lease ends, by the store's clock
+            (``None`` when unknown): the key may be claimed again then, unless the
+            holder extends its lease or finishes.
 
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, key: str, until: float | None = None) -> None:
-        self.until = until
-        super().__init__(key, f"idempotency key {key!r} is in progress elsewhere")
+    def __init__(self, key: str, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        when = "" if retry_after is None else f"; its lease ends in {retry_after:.3g} s"
+        super().__init__(key, f"idempotency key {key!r} is in progress elsewhere{when}")
 
 
 class IdempotencyKeyReuseError(IdempotencyError):
@@ -193,14 +205,21 @@ class IdempotencyKeyReuseError(IdempotencyError):
 
 
 class LeaseLostError(IdempotencyError):
-    """The presented lease is stale: it expired and another claim (a higher fence) took over.
+    """The presented lease no longer holds its key: another claim took it over.
+
+    Nothing was changed. The work may have run twice: pass :attr:`Lease.fence
+    <invresilience.typing.Lease.fence>` to the systems you write to, so that they can
+    refuse the writes of a lease that was taken over.
+
+    Attributes:
+        fence: The fence of the lost lease.
 
     .. versionadded:: 0.1.0
     """
 
     def __init__(self, key: str, fence: int | None = None) -> None:
         self.fence = fence
-        super().__init__(key, f"lease on {key!r} (fence {fence}) was lost")
+        super().__init__(key, f"the lease on idempotency key {key!r} (fence {fence}) was lost")
 
 
 class NoShardOwnerError(ResilienceError):

@@ -33,10 +33,12 @@ __all__ = [
     "AsyncBreakerStore",
     "AsyncIdempotencyStore",
     "AsyncRateLimitStore",
+    "Backend",
     "BreakerSpec",
     "BreakerStore",
     "Claim",
     "Clock",
+    "Codec",
     "Completed",
     "IdempotencyStore",
     "InProgress",
@@ -302,6 +304,29 @@ class AsyncBreakerStore(Protocol):
         ...
 
 
+_V = TypeVar("_V")
+
+
+@runtime_checkable
+class Codec(Protocol[_V]):
+    """**Protocol:** turns values into bytes and back, for stored results and payloads.
+
+    :class:`~invresilience.JsonCodec` is the default. Write your own for your types
+    (msgspec, pydantic, protobuf); never pickle, which would let whoever can write to
+    the store run code in every worker that reads it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def encode(self, value: _V) -> bytes:
+        """*value* as bytes; raise :exc:`~invresilience.exceptions.CodecError` if it can't be."""
+        ...
+
+    def decode(self, data: bytes) -> _V:
+        """The value *data* encodes; raise :exc:`~invresilience.exceptions.CodecError` if none."""
+        ...
+
+
 @runtime_checkable
 class IdempotencyStore(Protocol):
     """**Protocol:** where :class:`~invresilience.Idempotency` keeps one record per key.
@@ -411,4 +436,37 @@ class AsyncIdempotencyStore(Protocol):
 
     async def close(self) -> None:
         """See :meth:`IdempotencyStore.close`."""
+        ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """**Protocol:** a storage technology opened from a URL by :func:`~invresilience.open_backend`.
+
+    It hands out the stores of every capability it can serve, sharing its connections;
+    each store of one *namespace* sees the same records, whichever process made it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    url: str
+
+    def idempotency_store(self, namespace: str = "default") -> IdempotencyStore:
+        """The idempotency store of *namespace*."""
+        ...
+
+    def async_idempotency_store(self, namespace: str = "default") -> AsyncIdempotencyStore:
+        """The async idempotency store of *namespace*."""
+        ...
+
+    def close(self) -> None:
+        """Close the connections of the backend and of the sync stores it handed out."""
+        ...
+
+    def __enter__(self) -> Backend:
+        """The backend itself, closed when the ``with`` block ends."""
+        ...
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the backend."""
         ...

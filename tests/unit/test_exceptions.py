@@ -31,8 +31,11 @@ def test_context_attributes_and_messages() -> None:
     limited = ir.RateLimitedError(0.25)
     assert 0.25 == limited.retry_after
     assert "rate limited; retry in 0.25 s" == str(limited)
-    busy = ir.IdempotencyInProgressError("job-1", until=10.0)
-    assert ("job-1", 10.0) == (busy.key, busy.until)
+    busy = ir.IdempotencyInProgressError("job-1", retry_after=10.0)
+    assert ("job-1", 10.0) == (busy.key, busy.retry_after)
+    assert "idempotency key 'job-1' is in progress elsewhere; its lease ends in 10 s" == str(busy)
+    assert "job-1" in str(ir.IdempotencyInProgressError("job-1"))
+    assert issubclass(ir.CodecError, ValueError)
     assert "job-1" in str(ir.IdempotencyKeyReuseError("job-1"))
     lost = ir.LeaseLostError("job-1", fence=3)
     assert 3 == lost.fence

@@ -18,8 +18,16 @@ from .._admission import MemoryRateLimitStore
 from .._clock import SYSTEM_CLOCK
 from .._core import idempotency as rules
 from .._core.breaker import BreakerCore, BreakerSpec, SharedBreakerState
+from ..exceptions import ConfigurationError
 from ..typing import DEFAULT_TTL
-from ._common import check_claim_args, check_lease, check_limit, check_ttl, lost
+from ._common import (
+    check_claim_args,
+    check_lease,
+    check_limit,
+    check_namespace,
+    check_ttl,
+    lost,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncMemoryBreakerStore",
     "AsyncMemoryIdempotencyStore",
+    "MemoryBackend",
     "MemoryBreakerStore",
     "MemoryIdempotencyStore",
     "MemoryRateLimitStore",
@@ -371,3 +380,76 @@ class AsyncMemoryIdempotencyStore:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+
+@final
+class MemoryBackend:
+    """The :class:`~invresilience.typing.Backend` of ``memory://``: stores in this process.
+
+    Every store of one namespace shares its records, so two guards in one process
+    agree; nothing survives the process. For tests and one-off tools.
+
+    Args:
+        clock: The stores' clock.
+
+    .. versionadded:: 0.1.0
+    """
+
+    url = "memory://"
+
+    def __init__(self, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._idempotency: dict[str, MemoryIdempotencyStore] = {}
+        self._breakers: MemoryBreakerStore | None = None
+        self._limits: MemoryRateLimitStore | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryBackend:
+        """The backend of ``memory://`` (nothing may follow the scheme).
+
+        Raises:
+            ConfigurationError: Something follows ``memory://``.
+        """
+        if url.rstrip("/").lower() != "memory:":
+            raise ConfigurationError("url", url, "must be exactly 'memory://'")
+        return cls()
+
+    def __repr__(self) -> str:
+        return "MemoryBackend()"
+
+    def __enter__(self) -> MemoryBackend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def idempotency_store(self, namespace: str = "default") -> MemoryIdempotencyStore:
+        """The idempotency store of *namespace*: one per namespace, shared."""
+        check_namespace("namespace", namespace)
+        with self._lock:
+            store = self._idempotency.get(namespace)
+            if store is None:
+                store = self._idempotency[namespace] = MemoryIdempotencyStore(clock=self.clock)
+            return store
+
+    def async_idempotency_store(self, namespace: str = "default") -> AsyncMemoryIdempotencyStore:
+        """The async view of :meth:`idempotency_store`, over the same records."""
+        return AsyncMemoryIdempotencyStore(self.idempotency_store(namespace))
+
+    def breaker_store(self) -> MemoryBreakerStore:
+        """The breaker store every breaker of this backend shares."""
+        with self._lock:
+            if self._breakers is None:
+                self._breakers = MemoryBreakerStore(clock=self.clock)
+            return self._breakers
+
+    def rate_limit_store(self) -> MemoryRateLimitStore:
+        """The rate-limit store every limiter of this backend shares."""
+        with self._lock:
+            if self._limits is None:
+                self._limits = MemoryRateLimitStore(self.clock)
+            return self._limits
+
+    def close(self) -> None:
+        """Nothing to close: the stores stay usable."""
