@@ -1,0 +1,985 @@
+"""SQLite stores through the standard library's :mod:`sqlite3`: no server, no extra.
+
+- :class:`SqliteIdempotencyStore` / :class:`AsyncSqliteIdempotencyStore` -- idempotency
+  records, an :class:`~invresilience.typing.IdempotencyStore` /
+  :class:`~invresilience.typing.AsyncIdempotencyStore`, plus
+  :meth:`SqliteIdempotencyStore.transaction` for exactly-once effects on local state.
+- :class:`SqliteBackend` -- one database file, its URL and the stores made on it.
+
+Every operation is one ``BEGIN IMMEDIATE`` transaction: it reads the key's row, applies
+the rule of :mod:`invresilience._core.idempotency` (the same functions the memory store
+calls) and writes the row back before ``COMMIT``. ``claim_many`` and ``complete_many``
+do a whole batch in one transaction. Records are timed on the store clock's ``wall()``
+(seconds since the epoch), so processes on one host agree on when a lease runs out.
+
+Schema
+------
+
+Two tables, named after *table_prefix* (``invresilience`` by default)::
+
+    <prefix>_schema       component TEXT PRIMARY KEY, version INTEGER
+    <prefix>_idempotency  namespace, key, fingerprint, state, fence, token,
+                          lease_until REAL, expires_at REAL, result BLOB,
+                          PRIMARY KEY (namespace, key)
+
+with the index ``<prefix>_idempotency_expires`` on ``(namespace, expires_at)`` for
+:meth:`~SqliteIdempotencyStore.purge_expired`. The first store to open a database creates
+them and records the ``idempotency`` component at :data:`SCHEMA_VERSION`; a database
+recorded at a version newer than this code knows is refused with a
+:exc:`~invresilience.exceptions.BackendError` rather than misread. Several namespaces
+share one table, each seeing only its own rows.
+
+Durability and many processes
+-----------------------------
+
+Each store opens its own connection, in WAL mode: readers never block the writer, and
+any number of processes (and threads) on one host may use one file. Writers take turns;
+a store waits up to *busy_timeout* seconds for its turn, then raises
+:exc:`~invresilience.exceptions.BackendUnavailableError`. WAL needs shared memory, so the
+file must be on a local disk, not a network share. ``durability="normal"``
+(``synchronous=NORMAL``) survives a crash of the process; a power loss may drop the last
+commits. ``durability="full"`` (``synchronous=FULL``) syncs every commit to disk.
+``":memory:"`` is a private database of one connection: the store's own records, gone
+when it closes.
+
+Errors: a database that stayed locked past *busy_timeout* raises
+:exc:`~invresilience.exceptions.BackendUnavailableError`, any other :exc:`sqlite3.Error` a
+:exc:`~invresilience.exceptions.BackendError`, with the driver's exception as
+``__cause__``.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import weakref
+from typing import TYPE_CHECKING, Final, Literal
+
+from typing_extensions import final
+
+from .._clock import SYSTEM_CLOCK
+from .._core import idempotency as rules
+from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError, IdempotencyError
+from ..typing import DEFAULT_TTL
+from ._common import (
+    check_claim_args,
+    check_lease,
+    check_limit,
+    check_namespace,
+    check_ttl,
+    lost,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from types import TracebackType
+
+    from .._core.idempotency import Claim, Lease, Record
+    from ..typing import Clock
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AsyncSqliteIdempotencyStore",
+    "SqliteBackend",
+    "SqliteIdempotencyStore",
+    "SqliteTransaction",
+]
+
+#: The version of the idempotency tables this code writes (``<prefix>_schema`` row
+#: ``idempotency``).
+SCHEMA_VERSION: Final = 1
+
+_Durability = Literal["normal", "full"]
+
+_COMPONENT: Final = "idempotency"
+_MEMORY: Final = ":memory:"
+_URL_PREFIX: Final = "sqlite:///"
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
+# Primary result codes (the low byte of an extended code) of a database another
+# connection holds: SQLITE_BUSY and SQLITE_LOCKED.
+_BUSY_CODES: Final = (5, 6)
+
+# Statements that bring the tables from version N - 1 to N, at index N - 1. ``{p}`` is the
+# table prefix, already checked to be a plain identifier.
+_MIGRATIONS: Final = (
+    (
+        """CREATE TABLE IF NOT EXISTS "{p}_idempotency" (
+            namespace TEXT NOT NULL,
+            "key" TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'completed', 'released')),
+            fence INTEGER NOT NULL,
+            token TEXT NOT NULL,
+            lease_until REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            result BLOB,
+            PRIMARY KEY (namespace, "key")
+        )""",
+        """CREATE INDEX IF NOT EXISTS "{p}_idempotency_expires"
+            ON "{p}_idempotency" (namespace, expires_at)""",
+    ),
+)
+
+
+# -- argument checks ----------------------------------------------------------------------------
+
+
+def _check_path(field: str, path: object) -> str:
+    try:
+        value = os.fspath(path)  # type: ignore[call-overload]
+    except TypeError:
+        value = None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ConfigurationError(
+            field, path, "must be a file path (str or os.PathLike) or ':memory:'"
+        )
+    return value
+
+
+def _check_durability(field: str, durability: object) -> _Durability:
+    if durability in ("normal", "full"):
+        return durability
+    raise ConfigurationError(field, durability, "must be 'normal' or 'full'")
+
+
+def _check_prefix(field: str, prefix: object) -> str:
+    # The prefix is spliced into SQL as an identifier: it must be one, and not one of the
+    # names SQLite reserves for itself (sqlite_*).
+    if (
+        not isinstance(prefix, str)
+        or not _PREFIX.match(prefix)
+        or f"{prefix}_".lower().startswith("sqlite_")
+    ):
+        raise ConfigurationError(
+            field,
+            prefix,
+            "must be an SQL identifier: a letter or '_', then up to 40 letters, digits or '_',"
+            " not starting with 'sqlite_'",
+        )
+    return prefix
+
+
+def _check_busy_timeout(field: str, seconds: object) -> float:
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not math.isfinite(seconds)
+        or seconds < 0
+    ):
+        raise ConfigurationError(field, seconds, "must be a finite number of seconds >= 0")
+    return float(seconds)
+
+
+def _check_text(field: str, value: str) -> None:
+    # SQLite stores text as UTF-8, which has no lone surrogates.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ConfigurationError(field, value, "must be encodable as UTF-8") from None
+
+
+# -- the driver ---------------------------------------------------------------------------------
+
+
+def _error(where: str, exc: sqlite3.Error) -> BackendError:
+    """The invresilience error for a driver error (the caller chains *exc*)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    message = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        (code is not None and code & 0xFF in _BUSY_CODES) or "is locked" in message
+    ):
+        return BackendUnavailableError(
+            f"{where}: the SQLite database stayed locked by another connection for longer "
+            f"than busy_timeout: {message}; try again later, or raise busy_timeout"
+        )
+    return BackendError(f"{where}: SQLite failed: {message}")
+
+
+def _rollback(connection: sqlite3.Connection) -> None:
+    # Called while another error propagates: that error is the one to report.
+    if connection.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+
+
+def _connect(path: str, durability: _Durability, busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: the module never opens transactions on its own; every
+    # operation says BEGIN IMMEDIATE (take the write lock first, so two claims of one key
+    # serialize instead of both reading "absent").
+    connection = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+# -- the sync store -----------------------------------------------------------------------------
+
+
+@final
+class SqliteIdempotencyStore:
+    """An :class:`~invresilience.typing.IdempotencyStore` in an SQLite database file.
+
+    Each operation is one ``BEGIN IMMEDIATE`` transaction applying the rules of the
+    Protocol; the module documentation describes the schema. The store holds one
+    connection, shared by its threads under a lock; any number of stores, in any number
+    of processes on one host, may open the same file.
+
+    Use it as a context manager to close it at the end of a block.
+
+    Args:
+        path: The database file, created if missing (its directory must exist), or
+            ``":memory:"`` for a private database that lives as long as this store.
+        namespace: Whose records these are: stores with different namespaces share the
+            file but never see each other's keys (1 to 100 letters, digits or ``_.:-``).
+        table_prefix: Prepended to the table names (an SQL identifier of at most 41
+            characters).
+        durability: ``"normal"`` (``synchronous=NORMAL``: safe from process crashes) or
+            ``"full"`` (``synchronous=FULL``: every commit synced to disk).
+        busy_timeout: Seconds to wait for another connection's write to finish before
+            raising :exc:`~invresilience.exceptions.BackendUnavailableError`.
+        clock: The store's clock; records are timed on its ``wall()``.
+
+    Raises:
+        ConfigurationError: An argument is invalid.
+        BackendUnavailableError: The database stayed locked while the store opened it.
+        BackendError: The database could not be opened, or records a newer schema.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        namespace: str = "default",
+        table_prefix: str = "invresilience",
+        durability: _Durability = "normal",
+        busy_timeout: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        name = type(self).__name__
+        self.path = _check_path(f"{name}.path", path)
+        self.namespace = check_namespace(f"{name}.namespace", namespace)
+        self.table_prefix = _check_prefix(f"{name}.table_prefix", table_prefix)
+        self.durability = _check_durability(f"{name}.durability", durability)
+        self.busy_timeout = _check_busy_timeout(f"{name}.busy_timeout", busy_timeout)
+        self.clock = clock
+        # Re-entrant, so that a store call inside this store's own transaction() gets a
+        # clear error rather than a deadlock.
+        self._lock = threading.RLock()
+        table = f'"{self.table_prefix}_idempotency"'
+        self._select = (
+            "SELECT fingerprint, state, fence, token, lease_until, expires_at, result"
+            f' FROM {table} WHERE namespace = ? AND "key" = ?'
+        )
+        self._upsert = (
+            f'INSERT OR REPLACE INTO {table} (namespace, "key", fingerprint, state, fence,'
+            " token, lease_until, expires_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._purge = (
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
+            " WHERE namespace = ? AND expires_at <= ? LIMIT ?)"
+        )
+        self._connection: sqlite3.Connection | None = None
+        try:
+            self._connection = _connect(self.path, self.durability, self.busy_timeout)
+        except sqlite3.Error as exc:
+            raise _error(f"{self!r}: opening", exc) from exc
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteIdempotencyStore({self.path!r}, namespace={self.namespace!r})"
+
+    def __enter__(self) -> SqliteIdempotencyStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._connection is None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _open(self, operation: str) -> sqlite3.Connection:
+        connection = self._connection
+        if connection is None:
+            raise BackendError(f"{self!r}.{operation}: the store is closed")
+        if connection.in_transaction:
+            raise BackendError(
+                f"{self!r}.{operation}: called inside this store's transaction(); "
+                "complete through the transaction's complete(), or use another store"
+            )
+        return connection
+
+    @contextlib.contextmanager
+    def _immediate(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock, rolled back on any error."""
+        with self._lock:
+            connection = self._open(operation)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(connection)
+                if isinstance(exc, sqlite3.Error):
+                    raise _error(f"{self!r}.{operation}", exc) from exc
+                raise
+
+    def _migrate(self) -> None:
+        prefix = self.table_prefix
+        with self._immediate("open") as connection:
+            connection.execute(
+                f'CREATE TABLE IF NOT EXISTS "{prefix}_schema"'
+                " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            row = connection.execute(
+                f'SELECT version FROM "{prefix}_schema" WHERE component = ?', (_COMPONENT,)
+            ).fetchone()
+            current = 0 if row is None else row[0]
+            if not (isinstance(current, int) and 0 <= current <= SCHEMA_VERSION):
+                raise BackendError(
+                    f"{self!r}: table {prefix}_schema records idempotency schema version "
+                    f"{current!r}, but this invresilience knows versions up to "
+                    f"{SCHEMA_VERSION}: upgrade invresilience, or use another table_prefix"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version - 1]:
+                    connection.execute(statement.format(p=prefix))
+                connection.execute(
+                    f'INSERT OR REPLACE INTO "{prefix}_schema" (component, version) VALUES (?, ?)',
+                    (_COMPONENT, version),
+                )
+
+    def _read(self, connection: sqlite3.Connection, key: str) -> Record | None:
+        row = connection.execute(self._select, (self.namespace, key)).fetchone()
+        if row is None:
+            return None
+        fingerprint, state, fence, token, lease_until, expires_at, result = row
+        return rules.Record(
+            fingerprint=fingerprint,
+            state=state,
+            fence=fence,
+            token=token,
+            lease_until=lease_until,
+            expires_at=expires_at,
+            result=result,
+        )
+
+    def _write(self, connection: sqlite3.Connection, key: str, record: Record) -> None:
+        connection.execute(
+            self._upsert,
+            (
+                self.namespace,
+                key,
+                record.fingerprint,
+                record.state,
+                record.fence,
+                record.token,
+                record.lease_until,
+                record.expires_at,
+                record.result,
+            ),
+        )
+
+    def _claim(
+        self,
+        connection: sqlite3.Connection,
+        key: str,
+        fingerprint: str,
+        now: float,
+        lease: float,
+        ttl: float,
+    ) -> Claim:
+        new, answer = rules.claim(
+            self._read(connection, key),
+            key,
+            fingerprint,
+            secrets.token_hex(16),
+            now=now,
+            lease=lease,
+            ttl=ttl,
+        )
+        if new is not None:
+            self._write(connection, key, new)
+        return answer
+
+    def _complete(
+        self, connection: sqlite3.Connection, lease: Lease, result: bytes, now: float, ttl: float
+    ) -> bool:
+        new = rules.complete(self._read(connection, lease.key), lease, result, now=now, ttl=ttl)
+        if new is None:
+            return False
+        self._write(connection, lease.key, new)
+        return True
+
+    # -- the Protocol -----------------------------------------------------------------------
+
+    def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL) -> Claim:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim`.
+
+        Raises:
+            ConfigurationError: An argument is invalid.
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        check_claim_args(key, fingerprint, lease, ttl)
+        _check_text("key", key)
+        _check_text("fingerprint", fingerprint)
+        with self._immediate("claim") as connection:
+            return self._claim(connection, key, fingerprint, self.clock.wall(), lease, ttl)
+
+    def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim_many`.
+
+        The whole batch is one transaction, at one instant: a key that appears twice is
+        acquired by the first item and in progress for the second.
+        """
+        for key, fingerprint in items:
+            check_claim_args(key, fingerprint, lease, ttl)
+            _check_text("key", key)
+            _check_text("fingerprint", fingerprint)
+        if not items:
+            return []
+        with self._immediate("claim_many") as connection:
+            now = self.clock.wall()
+            return [
+                self._claim(connection, key, fingerprint, now, lease, ttl)
+                for key, fingerprint in items
+            ]
+
+    def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete`.
+
+        Raises:
+            LeaseLostError: The lease no longer holds the key; nothing changed.
+        """
+        check_lease(lease)
+        check_ttl(ttl)
+        with self._immediate("complete") as connection:
+            stored = self._complete(connection, lease, bytes(result), self.clock.wall(), ttl)
+        if not stored:
+            raise lost(lease)
+
+    def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete_many`.
+
+        The whole batch is one transaction.
+        """
+        check_ttl(ttl)
+        for lease, _ in items:
+            check_lease(lease)
+        if not items:
+            return []
+        with self._immediate("complete_many") as connection:
+            now = self.clock.wall()
+            return [
+                self._complete(connection, lease, bytes(result), now, ttl)
+                for lease, result in items
+            ]
+
+    def release(self, lease: Lease) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.release`.
+
+        Raises:
+            LeaseLostError: The lease no longer holds the key; nothing changed.
+        """
+        check_lease(lease)
+        with self._immediate("release") as connection:
+            new = rules.release(self._read(connection, lease.key), lease, now=self.clock.wall())
+            if new is not None:
+                self._write(connection, lease.key, new)
+        if new is None:
+            raise lost(lease)
+
+    def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`~invresilience.typing.IdempotencyStore.extend`.
+
+        Raises:
+            LeaseLostError: The lease no longer holds the key; nothing changed.
+        """
+        check_lease(lease)
+        check_ttl(seconds, field="seconds")
+        with self._immediate("extend") as connection:
+            new = rules.extend(
+                self._read(connection, lease.key), lease, seconds, now=self.clock.wall()
+            )
+            if new is not None:
+                self._write(connection, lease.key, new)
+        if new is None:
+            raise lost(lease)
+        return rules.Lease(lease.key, lease.fence, lease.token, lease.fingerprint, seconds)
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`~invresilience.typing.IdempotencyStore.purge_expired`.
+
+        Only this store's namespace is purged.
+        """
+        check_limit(limit)
+        with self._immediate("purge_expired") as connection:
+            cursor = connection.execute(self._purge, (self.namespace, self.clock.wall(), limit))
+            return cursor.rowcount
+
+    def close(self) -> None:
+        """Close the connection (waiting for a running operation); calling it again is a no-op.
+
+        .. versionadded:: 0.1.0
+        """
+        with self._lock:
+            connection = self._connection
+            if connection is None:
+                return
+            if connection.in_transaction:
+                # Only this thread can be inside a transaction while holding the lock.
+                raise BackendError(
+                    f"{self!r}.close: called inside this store's transaction(); "
+                    "close the store after the with block"
+                )
+            self._connection = None
+            connection.close()
+
+    # -- exactly-once local effects ---------------------------------------------------------
+
+    def transaction(self, lease: Lease) -> contextlib.AbstractContextManager[SqliteTransaction]:
+        """A transaction in which the caller's own writes and the completion commit together.
+
+        ::
+
+            with store.transaction(lease) as tx:
+                tx.connection.execute("UPDATE stock SET qty = qty - ? WHERE sku = ?", (2, sku))
+                tx.complete(b"reserved")
+
+        Entering opens a ``BEGIN IMMEDIATE`` transaction on the store's connection and
+        checks that *lease* still holds its key. Inside, write through
+        :attr:`SqliteTransaction.connection` (your tables may live in the same file) and
+        call :meth:`SqliteTransaction.complete` once. On a normal exit the completion is
+        written and everything commits at once: either the effect happened and the key
+        replays its result, or neither. If the block raises, everything rolls back, the
+        lease still holds the key (release or retry it), and the exception propagates.
+
+        The store's lock is held for the whole block: keep it short, and do not call
+        this store's other methods inside it.
+
+        Args:
+            lease: The lease of a claim on this store.
+
+        Raises:
+            LeaseLostError: On entering or at the final write, the lease no longer held
+                its key; everything was rolled back.
+            IdempotencyError: The block ended without calling ``complete()``, or ended
+                the transaction itself (``COMMIT`` / ``ROLLBACK`` on the connection).
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        check_lease(lease)
+        return self._transaction(lease)
+
+    @contextlib.contextmanager
+    def _transaction(self, lease: Lease) -> Iterator[SqliteTransaction]:
+        where = f"{self!r}.transaction"
+        with self._lock:
+            connection = self._open("transaction")
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                holding = rules.holds(self._read(connection, lease.key), lease, self.clock.wall())
+            except sqlite3.Error as exc:
+                _rollback(connection)
+                raise _error(where, exc) from exc
+            if not holding:
+                _rollback(connection)
+                raise lost(lease)
+            tx = SqliteTransaction(connection, lease)
+            try:
+                yield tx
+            except BaseException:
+                tx._active = False
+                _rollback(connection)
+                raise
+            tx._active = False
+            if not connection.in_transaction:
+                raise IdempotencyError(
+                    lease.key,
+                    f"the transaction on {lease.key!r} was ended inside the with block "
+                    "(COMMIT or ROLLBACK on tx.connection): the completion was not recorded",
+                )
+            if tx._completion is None:
+                _rollback(connection)
+                raise IdempotencyError(
+                    lease.key,
+                    f"the transaction on {lease.key!r} ended without complete(): "
+                    "rolled back; call tx.complete(result) inside the block",
+                )
+            result, ttl = tx._completion
+            try:
+                if not self._complete(connection, lease, result, self.clock.wall(), ttl):
+                    # Only expiry can get here: the write lock kept every other claim out.
+                    _rollback(connection)
+                    raise lost(lease)
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(connection)
+                raise _error(where, exc) from exc
+
+
+@final
+class SqliteTransaction:
+    """The open transaction of :meth:`SqliteIdempotencyStore.transaction`.
+
+    Made by the store, not directly. Valid only inside its ``with`` block.
+
+    Attributes:
+        lease: The lease being completed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, connection: sqlite3.Connection, lease: Lease) -> None:
+        self._connection = connection
+        self.lease = lease
+        self._completion: tuple[bytes, float] | None = None
+        self._active = True
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "ended"
+        return f"SqliteTransaction(key={self.lease.key!r}, fence={self.lease.fence}, {state})"
+
+    def _check_active(self, what: str) -> None:
+        if not self._active:
+            raise IdempotencyError(
+                self.lease.key, f"{what} after the transaction on {self.lease.key!r} ended"
+            )
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The store's connection, inside the open transaction: do your writes on it.
+
+        Do not commit or roll back on it: the end of the ``with`` block does.
+
+        Raises:
+            IdempotencyError: The transaction has ended.
+
+        .. versionadded:: 0.1.0
+        """
+        self._check_active("tx.connection")
+        return self._connection
+
+    def complete(self, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """Record the work's *result*, written and committed when the block ends normally.
+
+        Args:
+            result: The bytes to replay for the key.
+            ttl: Seconds to keep the completed record.
+
+        Raises:
+            ConfigurationError: *ttl* is invalid.
+            IdempotencyError: ``complete()`` was already called, or the transaction ended.
+
+        .. versionadded:: 0.1.0
+        """
+        check_ttl(ttl)
+        self._check_active("complete()")
+        if self._completion is not None:
+            raise IdempotencyError(
+                self.lease.key,
+                f"complete() was already called in the transaction on {self.lease.key!r}",
+            )
+        self._completion = (bytes(result), ttl)
+
+
+# -- the async store ----------------------------------------------------------------------------
+
+
+@final
+class AsyncSqliteIdempotencyStore:
+    """The async twin of :class:`SqliteIdempotencyStore`: its calls run in worker threads.
+
+    Each method runs the sync store's method through :func:`asyncio.to_thread`, so the
+    event loop never waits on the disk or on another process's lock.
+
+    It has no ``transaction()``: the caller's writes must run on the store's connection
+    while the transaction is open, which would mean running the caller's code in the
+    worker thread too. Use the sync store's
+    :meth:`~SqliteIdempotencyStore.transaction` inside ``asyncio.to_thread`` instead.
+
+    Args:
+        path: As for :class:`SqliteIdempotencyStore`; opens a new store (the constructor
+            opens the database, a short blocking call).
+        store: An open sync store to run instead of *path*; the other arguments are then
+            not used.
+        namespace: As for :class:`SqliteIdempotencyStore`.
+        table_prefix: As for :class:`SqliteIdempotencyStore`.
+        durability: As for :class:`SqliteIdempotencyStore`.
+        busy_timeout: As for :class:`SqliteIdempotencyStore`.
+        clock: As for :class:`SqliteIdempotencyStore`.
+
+    Raises:
+        ConfigurationError: Neither or both of *path* and *store* were given, or an
+            argument is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        store: SqliteIdempotencyStore | None = None,
+        namespace: str = "default",
+        table_prefix: str = "invresilience",
+        durability: _Durability = "normal",
+        busy_timeout: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if (path is None) == (store is None):
+            raise ConfigurationError(
+                "AsyncSqliteIdempotencyStore.path", path, "and store: give exactly one of them"
+            )
+        if store is None:
+            assert path is not None
+            store = SqliteIdempotencyStore(
+                path,
+                namespace=namespace,
+                table_prefix=table_prefix,
+                durability=durability,
+                busy_timeout=busy_timeout,
+                clock=clock,
+            )
+        #: The sync store doing the work.
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"AsyncSqliteIdempotencyStore({self.store!r})"
+
+    async def __aenter__(self) -> AsyncSqliteIdempotencyStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def claim(
+        self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> Claim:
+        """See :meth:`SqliteIdempotencyStore.claim`."""
+        return await asyncio.to_thread(self.store.claim, key, fingerprint, lease=lease, ttl=ttl)
+
+    async def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`SqliteIdempotencyStore.claim_many`."""
+        return await asyncio.to_thread(self.store.claim_many, items, lease=lease, ttl=ttl)
+
+    async def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`SqliteIdempotencyStore.complete`."""
+        await asyncio.to_thread(self.store.complete, lease, result, ttl=ttl)
+
+    async def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`SqliteIdempotencyStore.complete_many`."""
+        return await asyncio.to_thread(self.store.complete_many, items, ttl=ttl)
+
+    async def release(self, lease: Lease) -> None:
+        """See :meth:`SqliteIdempotencyStore.release`."""
+        await asyncio.to_thread(self.store.release, lease)
+
+    async def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`SqliteIdempotencyStore.extend`."""
+        return await asyncio.to_thread(self.store.extend, lease, seconds)
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`SqliteIdempotencyStore.purge_expired`."""
+        return await asyncio.to_thread(self.store.purge_expired, limit)
+
+    async def close(self) -> None:
+        """Close the sync store (whether this object opened it or was given it)."""
+        await asyncio.to_thread(self.store.close)
+
+
+# -- the backend --------------------------------------------------------------------------------
+
+
+@final
+class SqliteBackend:
+    """One SQLite database file and the stores made on it.
+
+    Each :meth:`idempotency_store` call opens a new store (a new connection) on the
+    file, except on ``":memory:"``, where a connection *is* the database: there each
+    namespace's store is made once and shared, by the sync and async views alike.
+    :meth:`close` closes every store this backend made.
+
+    Args:
+        path: The database file, or ``":memory:"``.
+        durability: ``"normal"`` or ``"full"``; see the module documentation.
+        clock: The stores' clock.
+
+    Attributes:
+        url: The URL that :meth:`from_url` reads back to this backend.
+
+    Raises:
+        ConfigurationError: An argument is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: _Durability = "normal",
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.path = _check_path("SqliteBackend.path", path)
+        self.durability = _check_durability("SqliteBackend.durability", durability)
+        self.clock = clock
+        query = "?durability=full" if self.durability == "full" else ""
+        self.url = f"{_URL_PREFIX}{self.path}{query}"
+        self._lock = threading.Lock()
+        self._closed = False
+        self._stores: weakref.WeakSet[SqliteIdempotencyStore] = weakref.WeakSet()
+        self._shared: dict[str, SqliteIdempotencyStore] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock = SYSTEM_CLOCK) -> SqliteBackend:
+        """The backend a ``sqlite:///`` URL names.
+
+        ``sqlite:///relative/path.db`` (relative to the working directory),
+        ``sqlite:////absolute/path.db`` or ``sqlite:///:memory:``, optionally with the
+        query ``?durability=full`` (or ``normal``, the default).
+
+        Args:
+            url: The URL.
+            clock: The stores' clock.
+
+        Raises:
+            ConfigurationError: The URL is not of that form, or has an unknown query
+                parameter.
+
+        .. versionadded:: 0.1.0
+        """
+        field = "SqliteBackend.url"
+        given: object = url
+        if not isinstance(given, str) or not given.startswith(_URL_PREFIX):
+            raise ConfigurationError(
+                field,
+                url,
+                "must be sqlite:///relative.db, sqlite:////absolute/path.db or sqlite:///:memory:",
+            )
+        path, has_query, query = url[len(_URL_PREFIX) :].partition("?")
+        if not path or "#" in url:
+            raise ConfigurationError(field, url, "must name a database file and no fragment")
+        options: dict[str, str] = {}
+        for parameter in query.split("&") if has_query else ():
+            name, _, value = parameter.partition("=")
+            if name != "durability":
+                raise ConfigurationError(
+                    field, url, f"has an unknown query parameter {name!r} (known: durability)"
+                )
+            options[name] = value
+        durability: object = options.get("durability", "normal")
+        return cls(path, durability=durability, clock=clock)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({self.url!r})"
+
+    def __enter__(self) -> SqliteBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def idempotency_store(self, namespace: str = "default") -> SqliteIdempotencyStore:
+        """An idempotency store on this database, for *namespace*.
+
+        Raises:
+            ConfigurationError: *namespace* is invalid.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"{self!r} is closed")
+            if self.path != _MEMORY:
+                store = self._open(namespace)
+                self._stores.add(store)
+                return store
+            shared = self._shared.get(namespace)
+            if shared is None or shared.closed:
+                shared = self._shared[namespace] = self._open(namespace)
+            return shared
+
+    def _open(self, namespace: str) -> SqliteIdempotencyStore:
+        return SqliteIdempotencyStore(
+            self.path, namespace=namespace, durability=self.durability, clock=self.clock
+        )
+
+    def async_idempotency_store(self, namespace: str = "default") -> AsyncSqliteIdempotencyStore:
+        """An async idempotency store on this database, for *namespace*.
+
+        Raises:
+            ConfigurationError: *namespace* is invalid.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncSqliteIdempotencyStore(store=self.idempotency_store(namespace))
+
+    def close(self) -> None:
+        """Close every store this backend made; calling it again is a no-op.
+
+        .. versionadded:: 0.1.0
+        """
+        with self._lock:
+            self._closed = True
+            stores = [*self._stores, *self._shared.values()]
+            self._stores.clear()
+            self._shared.clear()
+        for store in stores:
+            store.close()
