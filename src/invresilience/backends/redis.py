@@ -1,12 +1,19 @@
 """Redis stores through redis-py (extra ``[redis]``): one atomic Lua script per operation.
 
+- :class:`RedisBackend` -- a Redis server (a URL or clients) and the factories of the
+  stores below, all under one key prefix.
+- :class:`RedisIdempotencyStore` / :class:`AsyncRedisIdempotencyStore` -- idempotency
+  records, an :class:`~invresilience.typing.IdempotencyStore` /
+  :class:`~invresilience.typing.AsyncIdempotencyStore`.
 - :class:`RedisBreakerStore` / :class:`AsyncRedisBreakerStore` -- shared circuit breaker
   state, a :class:`~invresilience.typing.BreakerStore` / :class:`~invresilience.typing.AsyncBreakerStore`.
 - :class:`RedisRateLimitStore` / :class:`AsyncRedisRateLimitStore` -- GCRA buckets, a
   :class:`~invresilience.typing.RateLimitStore` / :class:`~invresilience.typing.AsyncRateLimitStore`.
 
-Every operation is one ``EVALSHA`` (redis-py loads the script again after a ``NOSCRIPT``),
-so it is atomic and costs one round trip. Time is the server's: ``redis.call('TIME')``,
+Every operation is one ``EVALSHA`` (after a ``NOSCRIPT`` the script is loaded and the call
+made again), so it is atomic and costs one round trip; the idempotency batches
+(``claim_many``, ``complete_many``) send all their ``EVALSHA`` in one pipeline, one round
+trip for the whole batch. Time is the server's: ``redis.call('TIME')``,
 allowed in scripts since Redis 5 replicates their effects rather than the script, and the
 default from Redis 7 on. Processes whose clocks disagree therefore still agree on when a
 breaker reopens or a bucket refills. ``TIME`` is the server's *wall* clock with microsecond
@@ -67,18 +74,46 @@ value into seconds and nanoseconds and carries between them, so each answer is e
 the nanosecond. ``now`` comes from ``TIME``, a multiple of 1000 ns. The key expires
 (``PEXPIRE``, rounded up to the millisecond) when the bucket has rested.
 
+Idempotency keys
+----------------
+
+A record is one hash, ``<prefix>:<namespace>:<key>`` (*prefix* ``invresilience:idem`` by
+default; :class:`RedisBackend` uses ``<its prefix>:idem``), with the fields
+
+- ``fingerprint``: the payload fingerprint the key was claimed with;
+- ``state``: ``pending``, ``completed`` or ``released``;
+- ``fence``: the last claim's fence, a decimal integer;
+- ``token``: the last claim's token;
+- ``lease_until`` / ``expires_at``: when the lease runs out and when the record expires,
+  in integer microseconds of the server's ``TIME``;
+- ``result``: the stored bytes, once completed.
+
+The script applies the rules of :mod:`invresilience._core.idempotency` as they are and
+sets the key to expire (``PEXPIREAT``) at ``expires_at``, rounded up to the millisecond,
+so Redis itself drops expired records: :meth:`RedisIdempotencyStore.purge_expired` has
+nothing to delete and returns 0. A fence continues past a record's expiry only while
+Redis still holds the record; once it is gone the next claim starts again from 1.
+Durations longer than 10^9 s (about 31 years) are capped at that.
+
+Replies are read as raw bytes (redis-py's ``NEVER_DECODE``), so a client made with
+``decode_responses=True`` works too and binary results round-trip either way.
+
 .. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import operator
-from typing import TYPE_CHECKING, Any, Literal
+import secrets
+from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import urlsplit
 
-from typing_extensions import final
+from typing_extensions import Self, final
 
+from .._core import idempotency as rules
 from .._core.breaker import (
     CLOSED,
     HALF_OPEN,
@@ -89,10 +124,13 @@ from .._core.breaker import (
     SharedBreakerState,
 )
 from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError
+from ..typing import DEFAULT_TTL
+from ._common import check_claim_args, check_lease, check_limit, check_namespace, check_ttl, lost
 
 try:
+    from redis.client import NEVER_DECODE
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
+    from redis.exceptions import NoScriptError, RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -100,15 +138,20 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import redis
     import redis.asyncio
 
+    from .._core.idempotency import Claim, Lease
+
 __all__ = [
     "AsyncRedisBreakerStore",
+    "AsyncRedisIdempotencyStore",
     "AsyncRedisRateLimitStore",
+    "RedisBackend",
     "RedisBreakerStore",
+    "RedisIdempotencyStore",
     "RedisRateLimitStore",
 ]
 
@@ -882,3 +925,638 @@ class AsyncRedisRateLimitStore:
         except RedisError as exc:
             raise _backend_error("AsyncRedisRateLimitStore", "acquire", exc) from exc
         return int(reply)
+
+
+# -- the idempotency script --------------------------------------------------------------------
+
+IDEMPOTENCY_LUA = r"""
+-- One rule of invresilience/_core/idempotency.py on the server's clock.
+-- KEYS[1]: the record's hash. ARGV[1]: the operation. Times are integer microseconds.
+--   claim     ARGV [2] fingerprint, [3] the new claim's token, [4] lease, [5] ttl.
+--             Reply: {0, fence} acquired | {1, fence, 0, fingerprint, result} completed
+--             | {2, fence, retry_after} in progress | {3, fence, 0, fingerprint} mismatch.
+--   complete  ARGV [2] fence, [3] token, [4] ttl, [5] result.  Reply: 1, or 0 when lost.
+--   release   ARGV [2] fence, [3] token.                       Reply: 1, or 0 when lost.
+--   extend    ARGV [2] fence, [3] token, [4] seconds.          Reply: 1, or 0 when lost.
+local K, op = KEYS[1], ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+-- Lua's tostring keeps 14 digits: integers past that (times in us) are written with %.0f.
+local function int(x) return string.format('%.0f', x) end
+
+-- Redis drops the record by itself once it expires (rounded up to the millisecond).
+local function expire_at(us) redis.call('PEXPIREAT', K, int(math.ceil(us / 1000))) end
+
+local r = redis.call('HMGET', K, 'fingerprint', 'state', 'fence', 'token', 'lease_until',
+                      'expires_at')
+local fp, state, fence, token = r[1], r[2], r[3], r[4]
+local live = fp and tonumber(r[6]) > now
+
+if op == 'claim' then
+  -- An expired record Redis still holds continues its fence.
+  local n = fp and tonumber(fence) or 0
+  if live then
+    if fp ~= ARGV[2] then return {3, n, 0, fp} end
+    if state == 'completed' then return {1, n, 0, fp, redis.call('HGET', K, 'result')} end
+    local lease_until = tonumber(r[5])
+    if state == 'pending' and lease_until > now then return {2, n, lease_until - now} end
+  end
+  n = n + 1
+  local lease, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local expires = now + math.max(ttl, lease)
+  redis.call('HDEL', K, 'result')
+  redis.call('HSET', K, 'fingerprint', ARGV[2], 'state', 'pending', 'fence', int(n),
+             'token', ARGV[3], 'lease_until', int(now + lease), 'expires_at', int(expires))
+  expire_at(expires)
+  return {0, n}
+end
+
+-- The lease holds while the record is live and pending with the lease's fence and token,
+-- even once its time ran out: nobody claimed the key since.
+if not (live and state == 'pending' and fence == ARGV[2] and token == ARGV[3]) then
+  return 0
+end
+if op == 'complete' then
+  local expires = now + tonumber(ARGV[4])
+  redis.call('HSET', K, 'state', 'completed', 'result', ARGV[5], 'lease_until', '0',
+             'expires_at', int(expires))
+  expire_at(expires)
+elseif op == 'release' then
+  redis.call('HSET', K, 'state', 'released', 'lease_until', '0')
+elseif op == 'extend' then
+  local lease_until = now + tonumber(ARGV[4])
+  redis.call('HSET', K, 'lease_until', int(lease_until))
+  if lease_until > tonumber(r[6]) then
+    redis.call('HSET', K, 'expires_at', int(lease_until))
+    expire_at(lease_until)
+  end
+else
+  return redis.error_reply('invresilience: unknown idempotency operation ' .. tostring(op))
+end
+return 1
+"""
+
+#: The SHA1 that ``EVALSHA`` names :data:`IDEMPOTENCY_LUA` by.
+IDEMPOTENCY_SHA: Final = hashlib.sha1(IDEMPOTENCY_LUA.encode()).hexdigest()
+
+# Read the reply as bytes whatever the client's decode_responses: results are binary.
+_RAW: Final[dict[str, Any]] = {NEVER_DECODE: True}
+# 10**9 s: with the server's TIME (1.8e15 us) every sum stays an exact Lua double (< 2**53).
+_MAX_US: Final = 10**15
+
+_ACQUIRED, _COMPLETED, _IN_PROGRESS, _MISMATCH = 0, 1, 2, 3
+
+_Command = tuple[Any, ...]
+
+
+def _us(seconds: float) -> str:
+    """A validated duration as the script's whole microseconds (rounded up, capped)."""
+    return str(min(math.ceil(seconds * 1_000_000), _MAX_US))
+
+
+def _record_key(base: str, key: str) -> str:
+    return base + key
+
+
+def _claim_command(base: str, key: str, fingerprint: str, lease: float, ttl: float) -> _Command:
+    """The ``EVALSHA`` of one claim; its last argument is the new claim's token."""
+    check_claim_args(key, fingerprint, lease, ttl)
+    token = secrets.token_hex(16)
+    return (
+        "EVALSHA",
+        IDEMPOTENCY_SHA,
+        1,
+        _record_key(base, key),
+        "claim",
+        fingerprint,
+        token,
+        _us(lease),
+        _us(ttl),
+    )
+
+
+def _decode_claim(command: _Command, reply: Sequence[Any], key: str, lease: float) -> Claim:
+    """The script's answer to *command* (from :func:`_claim_command`) as a :data:`Claim`."""
+    fingerprint, token = command[5], command[6]
+    code, fence = int(reply[0]), int(reply[1])
+    if code == _ACQUIRED:
+        return rules.Acquired(rules.Lease(key, fence, token, fingerprint, lease))
+    if code == _COMPLETED:
+        return rules.Completed(key, fingerprint, bytes(reply[4]))
+    if code == _IN_PROGRESS:
+        return rules.InProgress(key, fence, int(reply[2]) / 1_000_000)
+    return rules.Mismatch(key, bytes(reply[3]).decode())
+
+
+def _lease_command(base: str, operation: str, lease: Lease, *args: Any) -> _Command:
+    """The ``EVALSHA`` of *operation* on a lease: complete, release or extend."""
+    return (
+        "EVALSHA",
+        IDEMPOTENCY_SHA,
+        1,
+        _record_key(base, lease.key),
+        operation,
+        str(lease.fence),
+        lease.token,
+        *args,
+    )
+
+
+def _complete_command(base: str, lease: Lease, result: bytes, ttl: float) -> _Command:
+    check_lease(lease)
+    return _lease_command(base, "complete", lease, _us(ttl), bytes(result))
+
+
+def _extended(lease: Lease, seconds: float) -> Lease:
+    return rules.Lease(lease.key, lease.fence, lease.token, lease.fingerprint, seconds)
+
+
+def _noscript(replies: Sequence[Any]) -> list[int]:
+    """The positions of the pipeline replies that found no script (those did not run)."""
+    return [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+
+
+def _checked(store: str, operation: str, replies: list[Any]) -> list[Any]:
+    """*replies*, or the first error among them as a :exc:`BackendError`."""
+    for reply in replies:
+        if isinstance(reply, RedisError):
+            raise _backend_error(store, operation, reply) from reply
+    return replies
+
+
+def _base(store: str, prefix: str, namespace: str) -> str:
+    prefix = _check_name(f"{store}.prefix", prefix)
+    namespace = check_namespace(f"{store}.namespace", namespace)
+    return f"{prefix}:{namespace}:"
+
+
+@final
+class RedisIdempotencyStore:
+    """An :class:`~invresilience.typing.IdempotencyStore` in Redis, shared by every process.
+
+    Each operation is one atomic Lua script on the server's clock (one round trip), and
+    each batch one pipeline of them (one round trip); the module documentation
+    describes the keys. Records expire in Redis by themselves, so
+    :meth:`purge_expired` always returns 0.
+
+    The store does not own *client*: :meth:`close` leaves it open, for whoever made it
+    (you, or a :class:`RedisBackend`) to close. The client's own retry policy applies:
+    a claim retried after a dropped connection whose first attempt had run answers
+    :class:`~invresilience.typing.InProgress`, and that first lease simply runs out.
+
+    Args:
+        client: A ``redis.Redis`` client; ``decode_responses`` may be either.
+        prefix: Prepended to every key (non-empty, printable, at most 200 characters).
+        namespace: Separates the records of different uses of one Redis (1 to 100
+            letters, digits or ``_.:-``).
+
+    Raises:
+        ConfigurationError: *prefix* or *namespace* is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_base", "client", "namespace", "prefix")
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "invresilience:idem",
+        namespace: str = "default",
+    ) -> None:
+        self.client = client
+        self._base = _base("RedisIdempotencyStore", prefix, namespace)
+        self.prefix = prefix
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"RedisIdempotencyStore(prefix={self.prefix!r}, namespace={self.namespace!r})"
+
+    def _eval(self, operation: str, command: _Command) -> Any:
+        execute: Callable[..., Any] = self.client.execute_command
+        try:
+            try:
+                return execute(*command, **_RAW)
+            except NoScriptError:
+                self.client.script_load(IDEMPOTENCY_LUA)
+                return execute(*command, **_RAW)
+        except RedisError as exc:
+            raise _backend_error("RedisIdempotencyStore", operation, exc) from exc
+
+    def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
+        with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.pipeline_execute_command(*command, **_RAW)
+            return pipe.execute(raise_on_error=False)
+
+    def _eval_many(self, operation: str, commands: Sequence[_Command]) -> list[Any]:
+        if not commands:
+            return []
+        try:
+            replies = self._pipeline(commands)
+            missing = _noscript(replies)
+            if missing:
+                self.client.script_load(IDEMPOTENCY_LUA)
+                again = self._pipeline([commands[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        except RedisError as exc:
+            raise _backend_error("RedisIdempotencyStore", operation, exc) from exc
+        return _checked("RedisIdempotencyStore", operation, replies)
+
+    def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL) -> Claim:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim`.
+
+        Raises:
+            ConfigurationError: An argument is invalid.
+            BackendUnavailableError: Redis could not be reached.
+            BackendError: Redis failed otherwise.
+        """
+        command = _claim_command(self._base, key, fingerprint, lease, ttl)
+        return _decode_claim(command, self._eval("claim", command), key, lease)
+
+    def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim_many`; one round trip.
+
+        A driver error raises for the whole batch, although some claims may have been
+        made: their leases run out.
+        """
+        commands = [_claim_command(self._base, k, fp, lease, ttl) for k, fp in items]
+        replies = self._eval_many("claim_many", commands)
+        return [
+            _decode_claim(command, reply, key, lease)
+            for command, reply, (key, _) in zip(commands, replies, items, strict=True)
+        ]
+
+    def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete`.
+
+        Raises:
+            LeaseLostError: The lease no longer holds its key; nothing changed.
+        """
+        check_ttl(ttl)
+        if not self._eval("complete", _complete_command(self._base, lease, result, ttl)):
+            raise lost(lease)
+
+    def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete_many`; one round trip."""
+        check_ttl(ttl)
+        commands = [_complete_command(self._base, lease, result, ttl) for lease, result in items]
+        return [bool(reply) for reply in self._eval_many("complete_many", commands)]
+
+    def release(self, lease: Lease) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.release`."""
+        check_lease(lease)
+        if not self._eval("release", _lease_command(self._base, "release", lease)):
+            raise lost(lease)
+
+    def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`~invresilience.typing.IdempotencyStore.extend`."""
+        check_lease(lease)
+        check_ttl(seconds, field="seconds")
+        if not self._eval("extend", _lease_command(self._base, "extend", lease, _us(seconds))):
+            raise lost(lease)
+        return _extended(lease, seconds)
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Return 0: Redis deletes expired records by itself (``PEXPIREAT``)."""
+        check_limit(limit)
+        return 0
+
+    def close(self) -> None:
+        """Do nothing: the client belongs to whoever made it, who closes it."""
+
+
+@final
+class AsyncRedisIdempotencyStore:
+    """The async twin of :class:`RedisIdempotencyStore`: same keys, same script.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` client; ``decode_responses`` may be either.
+        prefix: Prepended to every key (non-empty, printable, at most 200 characters).
+        namespace: Separates the records of different uses of one Redis.
+
+    Raises:
+        ConfigurationError: *prefix* or *namespace* is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_base", "client", "namespace", "prefix")
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        prefix: str = "invresilience:idem",
+        namespace: str = "default",
+    ) -> None:
+        self.client = client
+        self._base = _base("AsyncRedisIdempotencyStore", prefix, namespace)
+        self.prefix = prefix
+        self.namespace = namespace
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisIdempotencyStore(prefix={self.prefix!r}, namespace={self.namespace!r})"
+
+    async def _eval(self, operation: str, command: _Command) -> Any:
+        execute: Callable[..., Awaitable[Any]] = self.client.execute_command
+        try:
+            try:
+                return await execute(*command, **_RAW)
+            except NoScriptError:
+                await self.client.script_load(IDEMPOTENCY_LUA)
+                return await execute(*command, **_RAW)
+        except RedisError as exc:
+            raise _backend_error("AsyncRedisIdempotencyStore", operation, exc) from exc
+
+    async def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for command in commands:
+                pipe.execute_command(*command, **_RAW)
+            return await pipe.execute(raise_on_error=False)
+
+    async def _eval_many(self, operation: str, commands: Sequence[_Command]) -> list[Any]:
+        if not commands:
+            return []
+        try:
+            replies = await self._pipeline(commands)
+            missing = _noscript(replies)
+            if missing:
+                await self.client.script_load(IDEMPOTENCY_LUA)
+                again = await self._pipeline([commands[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        except RedisError as exc:
+            raise _backend_error("AsyncRedisIdempotencyStore", operation, exc) from exc
+        return _checked("AsyncRedisIdempotencyStore", operation, replies)
+
+    async def claim(
+        self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> Claim:
+        """See :meth:`RedisIdempotencyStore.claim`."""
+        command = _claim_command(self._base, key, fingerprint, lease, ttl)
+        return _decode_claim(command, await self._eval("claim", command), key, lease)
+
+    async def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`RedisIdempotencyStore.claim_many`; one round trip."""
+        commands = [_claim_command(self._base, k, fp, lease, ttl) for k, fp in items]
+        replies = await self._eval_many("claim_many", commands)
+        return [
+            _decode_claim(command, reply, key, lease)
+            for command, reply, (key, _) in zip(commands, replies, items, strict=True)
+        ]
+
+    async def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`RedisIdempotencyStore.complete`."""
+        check_ttl(ttl)
+        if not await self._eval("complete", _complete_command(self._base, lease, result, ttl)):
+            raise lost(lease)
+
+    async def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`RedisIdempotencyStore.complete_many`; one round trip."""
+        check_ttl(ttl)
+        commands = [_complete_command(self._base, lease, result, ttl) for lease, result in items]
+        return [bool(reply) for reply in await self._eval_many("complete_many", commands)]
+
+    async def release(self, lease: Lease) -> None:
+        """See :meth:`RedisIdempotencyStore.release`."""
+        check_lease(lease)
+        if not await self._eval("release", _lease_command(self._base, "release", lease)):
+            raise lost(lease)
+
+    async def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`RedisIdempotencyStore.extend`."""
+        check_lease(lease)
+        check_ttl(seconds, field="seconds")
+        command = _lease_command(self._base, "extend", lease, _us(seconds))
+        if not await self._eval("extend", command):
+            raise lost(lease)
+        return _extended(lease, seconds)
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """Return 0: Redis deletes expired records by itself (``PEXPIREAT``)."""
+        check_limit(limit)
+        return 0
+
+    async def close(self) -> None:
+        """Do nothing: the client belongs to whoever made it, who closes it."""
+
+
+# -- the backend ------------------------------------------------------------------------------
+
+
+def _redact(url: str) -> str:
+    """*url* with its password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostinfo = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{hostinfo}").geturl()
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss"):
+        shown = _redact(url) if isinstance(url, str) else url
+        raise ConfigurationError("RedisBackend.url", shown, "must be a redis:// or rediss:// URL")
+    return url
+
+
+def _client_url(client: redis.Redis) -> str:
+    """A URL naming *client*'s server, without its password."""
+    pool = client.connection_pool
+    options = pool.connection_kwargs
+    db = options.get("db", 0)
+    if "path" in options:
+        return f"unix://{options['path']}?db={db}"
+    scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+    host = options.get("host", "localhost")
+    return f"{scheme}://{host}:{options.get('port', 6379)}/{db}"
+
+
+@final
+class RedisBackend:
+    """A Redis server and the factories of every Redis store, under one key prefix.
+
+    Build it from a URL (:meth:`from_url`, or a URL string as *client_or_url*): the
+    backend then makes its clients -- the async one on first use -- and owns them:
+    :meth:`close` / :meth:`aclose` close them. Built around clients you pass, it owns
+    nothing and closes nothing: the clients stay yours. Stores made by the factories
+    never close the client either.
+
+    The keys: ``<prefix>:idem:<namespace>:<key>`` for idempotency records,
+    ``<prefix>:breaker:{<name>}...`` for breakers and ``<prefix>:ratelimit:<key>`` for
+    rate-limit buckets (the module documentation describes each).
+
+    An async client is bound to the event loop it first runs in: use the async stores of
+    one backend from one event loop, and close it there with :meth:`aclose`.
+
+    Args:
+        client_or_url: A ``redis://`` or ``rediss://`` URL (options such as
+            ``socket_timeout`` go in its query string), or a ``redis.Redis`` client.
+        async_client: A ``redis.asyncio.Redis`` client for the async stores, when
+            *client_or_url* is a client (made from the URL otherwise).
+        prefix: The common prefix of every key (non-empty, printable, at most 200
+            characters).
+
+    Attributes:
+        url: The URL the backend was built from; built around a client, a URL naming
+            its server (without the password).
+        client: The sync client.
+        prefix: The common key prefix.
+
+    Raises:
+        ConfigurationError: The URL's scheme is not ``redis`` or ``rediss``, or *prefix*
+            is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_async_client", "_owned", "client", "prefix", "url")
+
+    def __init__(
+        self,
+        client_or_url: str | redis.Redis,
+        *,
+        async_client: redis.asyncio.Redis | None = None,
+        prefix: str = "invresilience",
+    ) -> None:
+        self.prefix = _check_name("RedisBackend.prefix", prefix)
+        self._async_client = async_client
+        if isinstance(client_or_url, str):
+            from redis import Redis
+
+            self.url = _check_url(client_or_url)
+            self.client = Redis.from_url(self.url)
+            self._owned = True
+        else:
+            self.client = client_or_url
+            self.url = _client_url(client_or_url)
+            self._owned = False
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "invresilience") -> RedisBackend:
+        """A backend that owns clients made from *url* (``redis://`` or ``rediss://``).
+
+        Args:
+            url: The server, as ``redis.Redis.from_url`` reads it, such as
+                ``rediss://:password@host:6380/0?socket_timeout=5``.
+            prefix: The common prefix of every key.
+
+        Raises:
+            ConfigurationError: The URL's scheme is not ``redis`` or ``rediss``.
+
+        .. versionadded:: 0.1.0
+        """
+        return cls(_check_url(url), prefix=prefix)
+
+    def __repr__(self) -> str:
+        return f"RedisBackend(url={_redact(self.url)!r}, prefix={self.prefix!r})"
+
+    @property
+    def async_client(self) -> redis.asyncio.Redis:
+        """The async client, made from the URL on first use.
+
+        Raises:
+            ConfigurationError: The backend was built around a sync client and no
+                *async_client*.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._async_client is None:
+            if not self._owned:
+                raise ConfigurationError(
+                    "RedisBackend.async_client",
+                    None,
+                    "pass async_client=redis.asyncio.Redis(...) to use async stores",
+                )
+            from redis.asyncio import Redis
+
+            self._async_client = Redis.from_url(self.url)
+        return self._async_client
+
+    def idempotency_store(self, namespace: str = "default") -> RedisIdempotencyStore:
+        """A :class:`RedisIdempotencyStore` on this server, keys under ``<prefix>:idem``.
+
+        .. versionadded:: 0.1.0
+        """
+        return RedisIdempotencyStore(self.client, prefix=f"{self.prefix}:idem", namespace=namespace)
+
+    def async_idempotency_store(self, namespace: str = "default") -> AsyncRedisIdempotencyStore:
+        """An :class:`AsyncRedisIdempotencyStore` over the same records as :meth:`idempotency_store`.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncRedisIdempotencyStore(
+            self.async_client, prefix=f"{self.prefix}:idem", namespace=namespace
+        )
+
+    def breaker_store(self) -> RedisBreakerStore:
+        """A :class:`RedisBreakerStore` on this server, keys under ``<prefix>:breaker``.
+
+        .. versionadded:: 0.1.0
+        """
+        return RedisBreakerStore(self.client, prefix=f"{self.prefix}:breaker")
+
+    def async_breaker_store(self) -> AsyncRedisBreakerStore:
+        """An :class:`AsyncRedisBreakerStore` sharing the breakers of :meth:`breaker_store`.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncRedisBreakerStore(self.async_client, prefix=f"{self.prefix}:breaker")
+
+    def rate_limit_store(self) -> RedisRateLimitStore:
+        """A :class:`RedisRateLimitStore` on this server, keys under ``<prefix>:ratelimit``.
+
+        .. versionadded:: 0.1.0
+        """
+        return RedisRateLimitStore(self.client, prefix=f"{self.prefix}:ratelimit")
+
+    def async_rate_limit_store(self) -> AsyncRedisRateLimitStore:
+        """An :class:`AsyncRedisRateLimitStore` sharing the buckets of :meth:`rate_limit_store`.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncRedisRateLimitStore(self.async_client, prefix=f"{self.prefix}:ratelimit")
+
+    def close(self) -> None:
+        """Close the sync client if the backend made it.
+
+        An async client it made needs an event loop to close: use :meth:`aclose`.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._owned:
+            self.client.close()
+
+    async def aclose(self) -> None:
+        """Close the clients the backend made, the async one included.
+
+        .. versionadded:: 0.1.0
+        """
+        if self._owned and self._async_client is not None:
+            await self._async_client.aclose()
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
