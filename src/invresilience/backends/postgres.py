@@ -1,0 +1,1153 @@
+"""PostgreSQL idempotency stores through psycopg 3 (extra ``[postgres]``).
+
+- :class:`PostgresIdempotencyStore` / :class:`AsyncPostgresIdempotencyStore` -- an
+  :class:`~invresilience.typing.IdempotencyStore` / :class:`~invresilience.typing.AsyncIdempotencyStore`
+  in two tables, with :meth:`~PostgresIdempotencyStore.transaction` for exactly-once
+  local effects.
+- :class:`PostgresBackend` -- makes stores from one connection string and closes them.
+
+Schema
+------
+
+Created on first use, with ``CREATE ... IF NOT EXISTS`` under a transaction-level advisory
+lock (so processes starting together do not race), and versioned::
+
+    {prefix}_schema       (component text PRIMARY KEY, version integer)
+    {prefix}_idempotency  (namespace text, key text, fingerprint text, state text,
+                           fence bigint, token text, lease_until float8, expires_at float8,
+                           result bytea, PRIMARY KEY (namespace, key))
+    {prefix}_idempotency_expires   index on expires_at
+
+The row ``('idempotency', 1)`` of ``{prefix}_schema`` records the layout; a store that
+finds a newer version refuses to run (:exc:`~invresilience.exceptions.BackendError`) rather
+than misread rows. *prefix* is an identifier (``[A-Za-z_][A-Za-z0-9_]{0,40}``) quoted with
+:class:`psycopg.sql.Identifier`; every value is a bound parameter. Namespaces share the
+tables; each is a store of its own.
+
+Clock
+-----
+
+Times are the **server's**: ``date_part('epoch', statement_timestamp())``, in seconds since
+the epoch as ``double precision`` (a resolution of about a microsecond). Every reading in
+one statement is the same instant, and ``InProgress.retry_after`` is the stored
+``lease_until`` minus that instant, so processes whose clocks disagree still agree.
+
+Round trips and atomicity
+-------------------------
+
+Every operation is one statement in autocommit mode, atomic on its own. :meth:`claim` is
+one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable>`` in a CTE, with a ``UNION ALL``
+that reads the record it did not take; the client tells :class:`~invresilience.typing.Acquired`
+from the rest by the token it sent. Under ``READ COMMITTED`` that read sees the snapshot
+from the start of the statement, so when a concurrent claim commits in between, the answer
+can be missing or stale; the client recognises both (the rules of
+:mod:`invresilience._core.idempotency` would have taken the record) and runs the statement
+again, a bounded number of times. ``complete`` / ``release`` / ``extend`` are one
+``UPDATE ... WHERE state = 'pending' AND fence = ... AND token = ... RETURNING``.
+``claim_many`` and ``complete_many`` send one statement per item in a single pipeline
+(:meth:`psycopg.Cursor.executemany` with ``returning=True``): one round trip, one implicit
+transaction, items taken in key order so concurrent batches cannot deadlock.
+
+Connections and errors
+----------------------
+
+A store keeps one connection, in autocommit mode, guarded by a lock (a :class:`threading.RLock`
+in the sync store, an :class:`asyncio.Lock` in the async one). It connects on first use.
+:exc:`psycopg.OperationalError` becomes :exc:`~invresilience.exceptions.BackendUnavailableError`,
+any other :exc:`psycopg.Error` a :exc:`~invresilience.exceptions.BackendError`, the driver's
+exception chained. When the connection breaks (the server restarted, the backend was
+terminated) the failing call raises; the next call opens a new connection, so work
+resumes once the server is back. A store given a connection borrows it (``close()``
+leaves it open); if it breaks, the store reconnects with the same parameters and owns the
+new connection.
+
+The sync and async classes share the SQL, the parameters and the decoding: each operation
+is a generator that yields statements and receives their rows, driven by a few lines of
+I/O in each class.
+
+.. versionadded:: 0.1.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+import secrets
+import threading
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from typing_extensions import final
+
+from .._core import idempotency as rules
+from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError, IdempotencyError
+from ..typing import DEFAULT_TTL
+from ._common import check_claim_args, check_lease, check_limit, check_namespace, check_ttl, lost
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+    from psycopg.rows import tuple_row
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "invresilience.backends.postgres needs psycopg 3: pip install 'invresilience[postgres]'"
+    ) from exc
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+    from types import TracebackType
+    from typing import TypeAlias
+
+    from typing_extensions import Self
+
+    from .._core.idempotency import Claim, Lease
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AsyncPostgresIdempotencyStore",
+    "AsyncPostgresTransaction",
+    "PostgresBackend",
+    "PostgresIdempotencyStore",
+    "PostgresTransaction",
+]
+
+_T = TypeVar("_T")
+
+#: The table layout this module reads and writes, recorded in ``{prefix}_schema``.
+SCHEMA_VERSION: Final = 1
+#: How many times a claim runs again when a concurrent claim made its answer stale.
+_CLAIM_ATTEMPTS: Final = 5
+_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
+_COMPONENT: Final = "idempotency"
+
+# -- SQL ----------------------------------------------------------------------------------------
+
+#: The server's clock, one instant per statement.
+_NOW = "date_part('epoch', statement_timestamp())"
+
+_SETUP = """\
+SELECT pg_advisory_xact_lock({lock});
+CREATE TABLE IF NOT EXISTS {schema} (
+    component text PRIMARY KEY,
+    version integer NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {table} (
+    namespace text NOT NULL,
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    state text NOT NULL CHECK (state IN ('pending', 'completed', 'released')),
+    fence bigint NOT NULL,
+    token text NOT NULL,
+    lease_until double precision NOT NULL,
+    expires_at double precision NOT NULL,
+    result bytea,
+    PRIMARY KEY (namespace, key)
+);
+CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);
+INSERT INTO {schema} (component, version) VALUES ({component}, {version})
+    ON CONFLICT (component) DO NOTHING"""
+
+_VERSION = "SELECT version FROM {schema} WHERE component = {component}"
+
+_RECORD = "fence, token, fingerprint, state, lease_until, expires_at, result"
+
+# The WHERE of the DO UPDATE is the rule "claim acquires": the record expired, or it has
+# the same fingerprint and is released or pending with its lease run out.
+_CLAIM = f"""\
+WITH claimed AS (
+    INSERT INTO {{table}} AS r
+        (namespace, key, fingerprint, state, fence, token, lease_until, expires_at, result)
+    VALUES (%(namespace)s, %(key)s, %(fingerprint)s, 'pending', 1, %(token)s,
+            {_NOW} + %(lease)s::float8,
+            {_NOW} + greatest(%(ttl)s::float8, %(lease)s::float8),
+            NULL)
+    ON CONFLICT (namespace, key) DO UPDATE SET
+        fingerprint = excluded.fingerprint,
+        state = 'pending',
+        fence = r.fence + 1,
+        token = excluded.token,
+        lease_until = excluded.lease_until,
+        expires_at = excluded.expires_at,
+        result = NULL
+    WHERE r.expires_at <= {_NOW}
+       OR (r.fingerprint = excluded.fingerprint
+           AND (r.state = 'released' OR (r.state = 'pending' AND r.lease_until <= {_NOW})))
+    RETURNING {_RECORD}
+)
+SELECT {_RECORD}, {_NOW} FROM claimed
+UNION ALL
+SELECT {_RECORD}, {_NOW} FROM {{table}}
+WHERE namespace = %(namespace)s AND key = %(key)s AND NOT EXISTS (SELECT 1 FROM claimed)"""
+
+# The lease holds: pending, same fence and token, not expired (rules.holds).
+_HOLDS = f"""\
+WHERE namespace = %(namespace)s AND key = %(key)s AND state = 'pending'
+  AND fence = %(fence)s AND token = %(token)s AND expires_at > {_NOW}
+RETURNING fence"""
+
+_COMPLETE = f"""\
+UPDATE {{table}} SET state = 'completed', result = %(result)s, lease_until = 0,
+    expires_at = {_NOW} + %(ttl)s::float8
+{_HOLDS}"""
+
+_RELEASE = f"""\
+UPDATE {{table}} SET state = 'released', lease_until = 0
+{_HOLDS}"""
+
+_EXTEND = f"""\
+UPDATE {{table}} SET lease_until = {_NOW} + %(seconds)s::float8,
+    expires_at = greatest(expires_at, {_NOW} + %(seconds)s::float8)
+{_HOLDS}"""
+
+_PURGE = f"""\
+WITH doomed AS (
+    DELETE FROM {{table}} WHERE (namespace, key) IN (
+        SELECT namespace, key FROM {{table}}
+        WHERE namespace = %(namespace)s AND expires_at <= {_NOW}
+        LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    ) AND expires_at <= {_NOW}
+    RETURNING 1
+)
+SELECT count(*) FROM doomed"""
+
+_LOCK = f"""\
+SELECT {_RECORD}, {_NOW} FROM {{table}}
+WHERE namespace = %(namespace)s AND key = %(key)s FOR UPDATE"""
+
+
+class _Statements(NamedTuple):
+    """The statements of one table prefix, composed once."""
+
+    setup: sql.Composed
+    version: sql.Composed
+    claim: sql.Composed
+    complete: sql.Composed
+    release: sql.Composed
+    extend: sql.Composed
+    purge: sql.Composed
+    lock: sql.Composed
+
+
+def _check_prefix(value: object) -> str:
+    """*value* if it is a valid table prefix, else raise :exc:`ConfigurationError`."""
+    if not isinstance(value, str) or not _PREFIX.match(value):
+        raise ConfigurationError(
+            "table_prefix",
+            value,
+            "must be a letter or '_' then up to 40 letters, digits or '_' (an SQL identifier)",
+        )
+    return value
+
+
+def _statements(prefix: str) -> _Statements:
+    """Every statement for the tables named after *prefix* (already checked)."""
+    names = {
+        "schema": sql.Identifier(f"{prefix}_schema"),
+        "table": sql.Identifier(f"{prefix}_idempotency"),
+        "index": sql.Identifier(f"{prefix}_idempotency_expires"),
+        "component": sql.Literal(_COMPONENT),
+        "version": sql.Literal(SCHEMA_VERSION),
+        "lock": sql.Literal(_lock_id(prefix)),
+    }
+
+    def compose(text: str) -> sql.Composed:
+        return sql.SQL(text).format(**names)
+
+    return _Statements(
+        setup=compose(_SETUP),
+        version=compose(_VERSION),
+        claim=compose(_CLAIM),
+        complete=compose(_COMPLETE),
+        release=compose(_RELEASE),
+        extend=compose(_EXTEND),
+        purge=compose(_PURGE),
+        lock=compose(_LOCK),
+    )
+
+
+def _lock_id(prefix: str) -> int:
+    """The advisory lock (a signed 64-bit int) serialising schema creation for *prefix*."""
+    digest = hashlib.sha256(f"invresilience.schema:{prefix}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+# -- the operations, as generators of statements ----------------------------------------------
+
+
+class _One(NamedTuple):
+    """Run *query* once; the answer is its rows."""
+
+    query: sql.Composed
+    params: dict[str, Any] | None
+
+
+class _Many(NamedTuple):
+    """Run *query* once per parameter set in one pipeline; the answer is each one's rows."""
+
+    query: sql.Composed
+    params: list[dict[str, Any]]
+
+
+if TYPE_CHECKING:
+    _Op: TypeAlias = Generator["_One | _Many", Any, _T]
+
+
+def _setup(q: _Statements, table: str) -> _Op[None]:
+    """Create the tables if needed and check the recorded schema version."""
+    yield _One(q.setup, None)
+    rows = yield _One(q.version, None)
+    version = rows[0][0] if rows else None
+    if version != SCHEMA_VERSION:
+        msg = (
+            f"table {table} has schema version {version}, this invresilience knows "
+            f"version {SCHEMA_VERSION}: upgrade invresilience, or use another table_prefix"
+        )
+        raise BackendError(msg)
+
+
+def _record(row: Sequence[Any]) -> tuple[rules.Record, float]:
+    """A row of ``_RECORD, now`` as a :class:`~rules.Record` and the server's time."""
+    fence, token, fingerprint, state, lease_until, expires_at, result, now = row
+    record = rules.Record(
+        fingerprint=fingerprint,
+        state=state,
+        fence=fence,
+        token=token,
+        lease_until=lease_until,
+        expires_at=expires_at,
+        result=None if result is None else bytes(result),
+    )
+    return record, now
+
+
+def _claim_params(
+    namespace: str, key: str, fingerprint: str, token: str, lease: float, ttl: float
+) -> dict[str, Any]:
+    return {
+        "namespace": namespace,
+        "key": key,
+        "fingerprint": fingerprint,
+        "token": token,
+        "lease": float(lease),
+        "ttl": float(ttl),
+    }
+
+
+def _decode_claim(
+    rows: Sequence[Sequence[Any]], key: str, fingerprint: str, token: str, lease: float, ttl: float
+) -> Claim | None:
+    """The answer to a claim sent with *token*, or ``None`` when it must run again.
+
+    The rows are the claimed record (our token) or the record as the statement's snapshot
+    saw it. A missing row, or one the rules would have taken, means a concurrent claim
+    committed during the statement: the answer is not known yet.
+    """
+    if not rows:
+        return None
+    record, now = _record(rows[0])
+    if record.token == token:
+        return rules.Acquired(rules.Lease(key, record.fence, token, fingerprint, lease))
+    new, answer = rules.claim(record, key, fingerprint, token, now=now, lease=lease, ttl=ttl)
+    return None if new is not None else answer
+
+
+def _claim(
+    q: _Statements, namespace: str, key: str, fingerprint: str, lease: float, ttl: float
+) -> _Op[Claim]:
+    for _ in range(_CLAIM_ATTEMPTS):
+        token = secrets.token_hex(16)
+        rows = yield _One(q.claim, _claim_params(namespace, key, fingerprint, token, lease, ttl))
+        answer = _decode_claim(rows, key, fingerprint, token, lease, ttl)
+        if answer is not None:
+            return answer
+    msg = f"claim of {key!r} lost {_CLAIM_ATTEMPTS} races with concurrent claims in a row"
+    raise BackendError(msg)
+
+
+def _key_order(keys: Sequence[str]) -> list[int]:
+    """Indexes of *keys* in key order, stable: every batch locks rows in the same order."""
+    return sorted(range(len(keys)), key=keys.__getitem__)
+
+
+def _claim_many(
+    q: _Statements, namespace: str, items: Sequence[tuple[str, str]], lease: float, ttl: float
+) -> _Op[list[Claim]]:
+    order = _key_order([key for key, _ in items])
+    tokens = [secrets.token_hex(16) for _ in items]
+    params = [_claim_params(namespace, *items[i], tokens[i], lease, ttl) for i in order]
+    results = yield _Many(q.claim, params)
+    answers: list[Claim | None] = [None] * len(items)
+    for i, rows in zip(order, results, strict=True):
+        answers[i] = _decode_claim(rows, *items[i], tokens[i], lease, ttl)
+    claims: list[Claim] = []
+    for i, answer in enumerate(answers):
+        if answer is None:  # a concurrent claim raced this one: ask again, on its own
+            answer = yield from _claim(q, namespace, *items[i], lease, ttl)
+        claims.append(answer)
+    return claims
+
+
+def _lease_params(namespace: str, lease: Lease, **extra: Any) -> dict[str, Any]:
+    return {
+        "namespace": namespace,
+        "key": lease.key,
+        "fence": lease.fence,
+        "token": lease.token,
+        **extra,
+    }
+
+
+def _complete_params(namespace: str, lease: Lease, result: bytes, ttl: float) -> dict[str, Any]:
+    return _lease_params(namespace, lease, result=bytes(result), ttl=float(ttl))
+
+
+def _on_lease(query: sql.Composed, params: dict[str, Any], lease: Lease) -> _Op[None]:
+    """Run a ``complete`` / ``release`` / ``extend`` statement; lost if it changed nothing."""
+    rows = yield _One(query, params)
+    if not rows:
+        raise lost(lease)
+
+
+def _complete_many(
+    q: _Statements, namespace: str, items: Sequence[tuple[Lease, bytes]], ttl: float
+) -> _Op[list[bool]]:
+    order = _key_order([lease.key for lease, _ in items])
+    params = [_complete_params(namespace, *items[i], ttl) for i in order]
+    results = yield _Many(q.complete, params)
+    done = [False] * len(items)
+    for i, rows in zip(order, results, strict=True):
+        done[i] = bool(rows)
+    return done
+
+
+def _purge(q: _Statements, namespace: str, limit: int) -> _Op[int]:
+    rows = yield _One(q.purge, {"namespace": namespace, "limit": limit})
+    return int(rows[0][0])
+
+
+def _lock(q: _Statements, namespace: str, lease: Lease) -> _Op[None]:
+    """Lock the lease's record for the rest of the transaction; lost if it does not hold."""
+    rows = yield _One(q.lock, {"namespace": namespace, "key": lease.key})
+    if not rows:
+        raise lost(lease)
+    record, now = _record(rows[0])
+    if not rules.holds(record, lease, now):
+        raise lost(lease)
+
+
+def _error(where: str, exc: psycopg.Error) -> BackendError:
+    """The invresilience error for a driver error (the caller chains *exc*)."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, psycopg.OperationalError):
+        return BackendUnavailableError(f"{where}: PostgreSQL is unreachable: {message}")
+    return BackendError(f"{where}: PostgreSQL failed: {message}")
+
+
+def _closed(where: str) -> BackendError:
+    return BackendError(f"{where}: the store is closed")
+
+
+def _no_complete(lease: Lease) -> IdempotencyError:
+    return IdempotencyError(
+        lease.key,
+        f"transaction on {lease.key!r} ended without complete(): rolled back, "
+        "call tx.complete(result) before the block ends",
+    )
+
+
+def _reconnect_args(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> str:
+    """The conninfo of a borrowed *connection*, password included, to replace it."""
+    info = connection.info
+    params = info.get_parameters()
+    if info.password:
+        params["password"] = info.password
+    return make_conninfo(**params)
+
+
+def _check_autocommit(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+    if not connection.autocommit:
+        raise ConfigurationError(
+            "connection", connection, "must be in autocommit mode (connect(..., autocommit=True))"
+        )
+
+
+def _check_idle(
+    connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], lease: Lease
+) -> None:
+    """Refuse to nest transactions: an inner COMMIT would commit the outer block's writes."""
+    if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise IdempotencyError(
+            lease.key, f"transaction on {lease.key!r}: the store is already in a transaction"
+        )
+
+
+def _extended_lease(lease: Lease, seconds: float) -> Lease:
+    return rules.Lease(lease.key, lease.fence, lease.token, lease.fingerprint, seconds)
+
+
+# -- the sync store -------------------------------------------------------------------------------
+
+
+@final
+class PostgresIdempotencyStore:
+    """An :class:`~invresilience.typing.IdempotencyStore` in PostgreSQL.
+
+    Thread-safe: one connection, one call at a time. The module documentation describes the
+    tables, the clock and what happens when the connection breaks.
+
+    Args:
+        connection: A conninfo string or URL (the store connects on first use and owns the
+            connection), or a :class:`psycopg.Connection` in autocommit mode (borrowed:
+            :meth:`close` leaves it open).
+        namespace: Keeps this store's keys apart from other namespaces in the same table
+            (1 to 100 letters, digits or ``_.:-``).
+        table_prefix: Names the tables (``{prefix}_idempotency``, ``{prefix}_schema``):
+            an SQL identifier of at most 41 characters.
+
+    Raises:
+        ConfigurationError: An argument is invalid, or *connection* is not in autocommit mode.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        connection: str | psycopg.Connection[Any],
+        /,
+        *,
+        namespace: str = "default",
+        table_prefix: str = "invresilience",
+    ) -> None:
+        self.namespace = check_namespace("namespace", namespace)
+        self.table_prefix = _check_prefix(table_prefix)
+        self._q = _statements(table_prefix)
+        self._lock = threading.RLock()
+        self._ready = False
+        self._closed = False
+        self._conn: psycopg.Connection[Any] | None
+        if isinstance(connection, str):
+            self._conninfo = connection
+            self._conn, self._owned = None, True
+        else:
+            _check_autocommit(connection)
+            self._conninfo = _reconnect_args(connection)
+            self._conn, self._owned = connection, False
+
+    def __repr__(self) -> str:
+        return (
+            f"PostgresIdempotencyStore(namespace={self.namespace!r}, "
+            f"table_prefix={self.table_prefix!r})"
+        )
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The live connection: a new one after a break; the schema checked once."""
+        if self._closed:
+            raise _closed(repr(self))
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None and self._owned:
+                conn.close()
+            self._conn = None
+            conn = psycopg.Connection.connect(self._conninfo, autocommit=True)
+            self._conn, self._owned = conn, True
+        if not self._ready:
+            self._drive(conn, _setup(self._q, f"{self.table_prefix}_idempotency"))
+            self._ready = True
+        return conn
+
+    @staticmethod
+    def _drive(conn: psycopg.Connection[Any], op: _Op[_T]) -> _T:
+        """Run the statements *op* yields on *conn*, feeding each one's rows back."""
+        answer: Any = None
+        try:
+            while True:
+                step = op.send(answer)
+                with conn.cursor(row_factory=tuple_row) as cur:
+                    if isinstance(step, _One):
+                        cur.execute(step.query, step.params)
+                        answer = cur.fetchall() if cur.description is not None else []
+                    else:
+                        cur.executemany(step.query, step.params, returning=True)
+                        answer = [cur.fetchall()]
+                        while cur.nextset():
+                            answer.append(cur.fetchall())
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _run(self, operation: str, op: _Op[_T]) -> _T:
+        with self._lock:
+            try:
+                return self._drive(self._connection(), op)
+            except psycopg.Error as exc:
+                raise _error(f"{self!r}.{operation}", exc) from exc
+
+    def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL) -> Claim:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim`; one round trip."""
+        check_claim_args(key, fingerprint, lease, ttl)
+        return self._run("claim", _claim(self._q, self.namespace, key, fingerprint, lease, ttl))
+
+    def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim_many`; one pipeline."""
+        for key, fingerprint in items:
+            check_claim_args(key, fingerprint, lease, ttl)
+        if not items:
+            return []
+        return self._run("claim_many", _claim_many(self._q, self.namespace, items, lease, ttl))
+
+    def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete`."""
+        check_lease(lease)
+        check_ttl(ttl)
+        params = _complete_params(self.namespace, lease, result, ttl)
+        self._run("complete", _on_lease(self._q.complete, params, lease))
+
+    def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete_many`; one pipeline."""
+        check_ttl(ttl)
+        for lease, _ in items:
+            check_lease(lease)
+        if not items:
+            return []
+        return self._run("complete_many", _complete_many(self._q, self.namespace, items, ttl))
+
+    def release(self, lease: Lease) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.release`."""
+        check_lease(lease)
+        params = _lease_params(self.namespace, lease)
+        self._run("release", _on_lease(self._q.release, params, lease))
+
+    def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`~invresilience.typing.IdempotencyStore.extend`."""
+        check_lease(lease)
+        check_ttl(seconds, field="seconds")
+        params = _lease_params(self.namespace, lease, seconds=float(seconds))
+        self._run("extend", _on_lease(self._q.extend, params, lease))
+        return _extended_lease(lease, seconds)
+
+    def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`~invresilience.typing.IdempotencyStore.purge_expired`; this namespace only."""
+        check_limit(limit)
+        return self._run("purge_expired", _purge(self._q, self.namespace, limit))
+
+    @contextlib.contextmanager
+    def transaction(self, lease: Lease) -> Iterator[PostgresTransaction]:
+        """A database transaction that commits your writes and the completion together.
+
+        Begins a transaction on the store's connection and locks the lease's record
+        (``SELECT ... FOR UPDATE``) until it ends, so no claim can take it over meanwhile.
+        Write through :attr:`PostgresTransaction.connection` and call
+        :meth:`PostgresTransaction.complete`; when the block ends normally, both commit
+        at once::
+
+            with store.transaction(lease) as tx:
+                tx.connection.execute("UPDATE stock SET qty = qty - 1 WHERE sku = %s", [sku])
+                tx.complete(b"reserved")
+
+        The store is held for the whole block: other threads' calls wait, and calls on
+        the store from inside the block join the transaction. Transactions do not nest.
+
+        Args:
+            lease: The lease a claim returned.
+
+        Raises:
+            LeaseLostError: On entry, when the lease no longer holds.
+            IdempotencyError: The block ended without ``complete()`` (everything was rolled
+                back), or the store is already in a transaction.
+            BackendError: The transaction could not begin or commit.
+
+        .. versionadded:: 0.1.0
+        """
+        check_lease(lease)
+        where = f"{self!r}.transaction"
+        with self._lock:
+            try:
+                conn = self._connection()
+                _check_idle(conn, lease)
+                conn.execute("BEGIN")
+                try:
+                    self._drive(conn, _lock(self._q, self.namespace, lease))
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except psycopg.Error as exc:
+                raise _error(where, exc) from exc
+            tx = PostgresTransaction(self, conn, lease)
+            try:
+                yield tx
+            except BaseException:
+                _rollback(conn)
+                raise
+            if not tx.completed:
+                _rollback(conn)
+                raise _no_complete(lease)
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                _rollback(conn)
+                raise _error(where, exc) from exc
+
+    def close(self) -> None:
+        """Close the store's own connection (not a borrowed one); the store is done."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None and self._owned:
+                self._conn.close()
+            self._conn = None
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """Roll back, quietly when the connection is already gone (the server rolls it back)."""
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("ROLLBACK")
+
+
+@final
+class PostgresTransaction:
+    """The transaction :meth:`PostgresIdempotencyStore.transaction` opened for one lease.
+
+    Attributes:
+        connection: The store's connection, inside the transaction: run your writes on it.
+        lease: The lease being completed.
+        completed: Whether :meth:`complete` was called.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, store: PostgresIdempotencyStore, connection: psycopg.Connection[Any], lease: Lease
+    ) -> None:
+        self._store = store
+        self.connection = connection
+        self.lease = lease
+        self.completed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresTransaction(key={self.lease.key!r}, completed={self.completed})"
+
+    def complete(self, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """Write the completion in the transaction; it commits with the block.
+
+        Args:
+            result: The work's result, as stored bytes.
+            ttl: Seconds to keep the completed record.
+
+        Raises:
+            IdempotencyError: ``complete()`` was already called.
+            LeaseLostError: The record expired meanwhile.
+            BackendError: The write failed.
+
+        .. versionadded:: 0.1.0
+        """
+        check_ttl(ttl)
+        if self.completed:
+            raise IdempotencyError(self.lease.key, "complete() was already called")
+        store = self._store
+        params = _complete_params(store.namespace, self.lease, result, ttl)
+        try:
+            store._drive(self.connection, _on_lease(store._q.complete, params, self.lease))
+        except psycopg.Error as exc:
+            raise _error(f"{store!r}.transaction.complete", exc) from exc
+        self.completed = True
+
+
+# -- the async store ------------------------------------------------------------------------------
+
+
+@final
+class AsyncPostgresIdempotencyStore:
+    """An :class:`~invresilience.typing.AsyncIdempotencyStore` in PostgreSQL.
+
+    The async twin of :class:`PostgresIdempotencyStore`: the same tables, SQL and rules.
+    Safe for concurrent tasks of one event loop (one call at a time on its connection).
+
+    Args:
+        connection: A conninfo string or URL (the store connects on its first call and
+            owns the connection), or a :class:`psycopg.AsyncConnection` in autocommit mode
+            (borrowed: :meth:`close` leaves it open).
+        namespace: See :class:`PostgresIdempotencyStore`.
+        table_prefix: See :class:`PostgresIdempotencyStore`.
+
+    Raises:
+        ConfigurationError: An argument is invalid, or *connection* is not in autocommit mode.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        connection: str | psycopg.AsyncConnection[Any],
+        /,
+        *,
+        namespace: str = "default",
+        table_prefix: str = "invresilience",
+    ) -> None:
+        self.namespace = check_namespace("namespace", namespace)
+        self.table_prefix = _check_prefix(table_prefix)
+        self._q = _statements(table_prefix)
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+        self._ready = False
+        self._closed = False
+        self._conn: psycopg.AsyncConnection[Any] | None
+        if isinstance(connection, str):
+            self._conninfo = connection
+            self._conn, self._owned = None, True
+        else:
+            _check_autocommit(connection)
+            self._conninfo = _reconnect_args(connection)
+            self._conn, self._owned = connection, False
+
+    def __repr__(self) -> str:
+        return (
+            f"AsyncPostgresIdempotencyStore(namespace={self.namespace!r}, "
+            f"table_prefix={self.table_prefix!r})"
+        )
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """The live connection: a new one after a break; the schema checked once."""
+        if self._closed:
+            raise _closed(repr(self))
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None and self._owned:
+                await conn.close()
+            self._conn = None
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            self._conn, self._owned = conn, True
+        if not self._ready:
+            await self._drive(conn, _setup(self._q, f"{self.table_prefix}_idempotency"))
+            self._ready = True
+        return conn
+
+    @staticmethod
+    async def _drive(conn: psycopg.AsyncConnection[Any], op: _Op[_T]) -> _T:
+        """Run the statements *op* yields on *conn*, feeding each one's rows back."""
+        answer: Any = None
+        try:
+            while True:
+                step = op.send(answer)
+                async with conn.cursor(row_factory=tuple_row) as cur:
+                    if isinstance(step, _One):
+                        await cur.execute(step.query, step.params)
+                        answer = await cur.fetchall() if cur.description is not None else []
+                    else:
+                        await cur.executemany(step.query, step.params, returning=True)
+                        answer = [await cur.fetchall()]
+                        while cur.nextset():
+                            answer.append(await cur.fetchall())
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Hold the store, unless this task already does (inside :meth:`transaction`)."""
+        task = asyncio.current_task()
+        if task is not None and task is self._owner:
+            yield
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    async def _run(self, operation: str, op: _Op[_T]) -> _T:
+        async with self._locked():
+            try:
+                return await self._drive(await self._connection(), op)
+            except psycopg.Error as exc:
+                raise _error(f"{self!r}.{operation}", exc) from exc
+
+    async def claim(
+        self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> Claim:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim`; one round trip."""
+        check_claim_args(key, fingerprint, lease, ttl)
+        return await self._run(
+            "claim", _claim(self._q, self.namespace, key, fingerprint, lease, ttl)
+        )
+
+    async def claim_many(
+        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> list[Claim]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.claim_many`; one pipeline."""
+        for key, fingerprint in items:
+            check_claim_args(key, fingerprint, lease, ttl)
+        if not items:
+            return []
+        return await self._run(
+            "claim_many", _claim_many(self._q, self.namespace, items, lease, ttl)
+        )
+
+    async def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete`."""
+        check_lease(lease)
+        check_ttl(ttl)
+        params = _complete_params(self.namespace, lease, result, ttl)
+        await self._run("complete", _on_lease(self._q.complete, params, lease))
+
+    async def complete_many(
+        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
+    ) -> list[bool]:
+        """See :meth:`~invresilience.typing.IdempotencyStore.complete_many`; one pipeline."""
+        check_ttl(ttl)
+        for lease, _ in items:
+            check_lease(lease)
+        if not items:
+            return []
+        return await self._run("complete_many", _complete_many(self._q, self.namespace, items, ttl))
+
+    async def release(self, lease: Lease) -> None:
+        """See :meth:`~invresilience.typing.IdempotencyStore.release`."""
+        check_lease(lease)
+        params = _lease_params(self.namespace, lease)
+        await self._run("release", _on_lease(self._q.release, params, lease))
+
+    async def extend(self, lease: Lease, seconds: float) -> Lease:
+        """See :meth:`~invresilience.typing.IdempotencyStore.extend`."""
+        check_lease(lease)
+        check_ttl(seconds, field="seconds")
+        params = _lease_params(self.namespace, lease, seconds=float(seconds))
+        await self._run("extend", _on_lease(self._q.extend, params, lease))
+        return _extended_lease(lease, seconds)
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """See :meth:`~invresilience.typing.IdempotencyStore.purge_expired`; this namespace only."""
+        check_limit(limit)
+        return await self._run("purge_expired", _purge(self._q, self.namespace, limit))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, lease: Lease) -> AsyncIterator[AsyncPostgresTransaction]:
+        """The async twin of :meth:`PostgresIdempotencyStore.transaction`.
+
+        ::
+
+            async with store.transaction(lease) as tx:
+                await tx.connection.execute("UPDATE stock SET qty = qty - 1 WHERE sku = %s", [sku])
+                await tx.complete(b"reserved")
+
+        Other tasks' calls on the store wait for the block; the task running it may call
+        the store, joining the transaction. Transactions do not nest.
+
+        Raises:
+            LeaseLostError: On entry, when the lease no longer holds.
+            IdempotencyError: The block ended without ``complete()`` (everything was rolled
+                back), or the store is already in a transaction.
+            BackendError: The transaction could not begin or commit.
+
+        .. versionadded:: 0.1.0
+        """
+        check_lease(lease)
+        where = f"{self!r}.transaction"
+        async with self._locked():
+            try:
+                conn = await self._connection()
+                _check_idle(conn, lease)
+                await conn.execute("BEGIN")
+                try:
+                    await self._drive(conn, _lock(self._q, self.namespace, lease))
+                except BaseException:
+                    await _arollback(conn)
+                    raise
+            except psycopg.Error as exc:
+                raise _error(where, exc) from exc
+            tx = AsyncPostgresTransaction(self, conn, lease)
+            try:
+                yield tx
+            except BaseException:
+                await _arollback(conn)
+                raise
+            if not tx.completed:
+                await _arollback(conn)
+                raise _no_complete(lease)
+            try:
+                await conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                await _arollback(conn)
+                raise _error(where, exc) from exc
+
+    async def close(self) -> None:
+        """Close the store's own connection (not a borrowed one); the store is done."""
+        async with self._locked():
+            self._closed = True
+            if self._conn is not None and self._owned:
+                await self._conn.close()
+            self._conn = None
+
+
+async def _arollback(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Roll back, quietly when the connection is already gone (the server rolls it back)."""
+    with contextlib.suppress(psycopg.Error):
+        await conn.execute("ROLLBACK")
+
+
+@final
+class AsyncPostgresTransaction:
+    """The transaction :meth:`AsyncPostgresIdempotencyStore.transaction` opened for one lease.
+
+    Attributes:
+        connection: The store's connection, inside the transaction: run your writes on it.
+        lease: The lease being completed.
+        completed: Whether :meth:`complete` was called.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        store: AsyncPostgresIdempotencyStore,
+        connection: psycopg.AsyncConnection[Any],
+        lease: Lease,
+    ) -> None:
+        self._store = store
+        self.connection = connection
+        self.lease = lease
+        self.completed = False
+
+    def __repr__(self) -> str:
+        return f"AsyncPostgresTransaction(key={self.lease.key!r}, completed={self.completed})"
+
+    async def complete(self, result: bytes, *, ttl: float = DEFAULT_TTL) -> None:
+        """See :meth:`PostgresTransaction.complete`.
+
+        .. versionadded:: 0.1.0
+        """
+        check_ttl(ttl)
+        if self.completed:
+            raise IdempotencyError(self.lease.key, "complete() was already called")
+        store = self._store
+        params = _complete_params(store.namespace, self.lease, result, ttl)
+        try:
+            await store._drive(self.connection, _on_lease(store._q.complete, params, self.lease))
+        except psycopg.Error as exc:
+            raise _error(f"{store!r}.transaction.complete", exc) from exc
+        self.completed = True
+
+
+# -- the backend ----------------------------------------------------------------------------------
+
+_URL_PASSWORD = re.compile(r"(?<=:)[^:@/]*(?=@)")
+_KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def _redact(conninfo: str) -> str:
+    """*conninfo* with any password replaced by ``***`` (URL or ``key=value`` form)."""
+    if "://" not in conninfo:
+        return _KV_PASSWORD.sub(r"\1***", conninfo)
+    parts = urlsplit(conninfo)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.partition(":")[0] + ":***"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name == "password" for name, _ in pairs):
+            pairs = [(n, "***" if n == "password" else v) for n, v in pairs]
+            query = urlencode(pairs, safe="*")
+    return parts._replace(netloc=f"{userinfo}{at}{host}", query=query).geturl()
+
+
+@final
+class PostgresBackend:
+    """PostgreSQL stores from one connection string, closed together.
+
+    Each store gets a connection of its own, opened on its first call::
+
+        with PostgresBackend.from_url("postgresql://app@db/app") as backend:
+            guard = Idempotency(backend.idempotency_store("orders"), ttl=86400, lease=30.0)
+
+    Args:
+        conninfo: A libpq conninfo string or ``postgresql://`` URL.
+        table_prefix: Names the tables; see :class:`PostgresIdempotencyStore`.
+
+    Raises:
+        ConfigurationError: *table_prefix* is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, conninfo: str, *, table_prefix: str = "invresilience") -> None:
+        if not isinstance(conninfo, str):
+            raise ConfigurationError("conninfo", conninfo, "must be a conninfo string or URL")
+        self.conninfo = conninfo
+        self.table_prefix = _check_prefix(table_prefix)
+        self._stores: list[PostgresIdempotencyStore] = []
+        self._async_stores: list[AsyncPostgresIdempotencyStore] = []
+
+    @classmethod
+    def from_url(cls, url: str, *, table_prefix: str = "invresilience") -> Self:
+        """A backend for a ``postgresql://`` or ``postgres://`` URL.
+
+        Raises:
+            ConfigurationError: *url* has another scheme.
+
+        .. versionadded:: 0.1.0
+        """
+        if urlsplit(url).scheme not in {"postgresql", "postgres"}:
+            raise ConfigurationError(
+                "url", _redact(url), "must be a postgresql:// or postgres:// URL"
+            )
+        return cls(url, table_prefix=table_prefix)
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend({_redact(self.conninfo)!r})"
+
+    def idempotency_store(self, namespace: str = "default") -> PostgresIdempotencyStore:
+        """A new sync store for *namespace*, closed by :meth:`close`.
+
+        .. versionadded:: 0.1.0
+        """
+        store = PostgresIdempotencyStore(
+            self.conninfo, namespace=namespace, table_prefix=self.table_prefix
+        )
+        self._stores.append(store)
+        return store
+
+    def async_idempotency_store(self, namespace: str = "default") -> AsyncPostgresIdempotencyStore:
+        """A new async store for *namespace* (it connects on its first call), closed by :meth:`aclose`.
+
+        .. versionadded:: 0.1.0
+        """
+        store = AsyncPostgresIdempotencyStore(
+            self.conninfo, namespace=namespace, table_prefix=self.table_prefix
+        )
+        self._async_stores.append(store)
+        return store
+
+    def close(self) -> None:
+        """Close every sync store this backend made.
+
+        .. versionadded:: 0.1.0
+        """
+        stores, self._stores = self._stores, []
+        for store in stores:
+            store.close()
+
+    async def aclose(self) -> None:
+        """Close every store this backend made, async and sync.
+
+        .. versionadded:: 0.1.0
+        """
+        stores, self._async_stores = self._async_stores, []
+        for store in stores:
+            await store.close()
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
