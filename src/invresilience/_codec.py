@@ -40,8 +40,8 @@ class JsonCodec:
 
     JSON keeps only JSON's types: a tuple comes back as a list and a dict's keys as
     strings. For your own types, give *default* (turn a value into something JSON can
-    hold) and *object_hook* (turn a decoded ``dict`` back), as :func:`json.dumps` and
-    :func:`json.loads` take them. NaN and the infinities are refused.
+    hold) and *object_hook* (turn a decoded ``dict`` back), as ``json.dumps`` and
+    ``json.loads`` take them. NaN and the infinities are refused.
 
     Args:
         default: Called for any value JSON cannot encode; returns an encodable stand-in.

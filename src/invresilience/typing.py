@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
 
-#: How long a record is kept after its last change, unless told otherwise: 24 hours.
+#: How long a record is kept after its last change, unless told otherwise (24 hours).
 DEFAULT_TTL = 86400.0
 
 _P = ParamSpec("_P")

@@ -88,7 +88,7 @@ class Lease:
 
 @attrs.frozen
 class Acquired:
-    """The claim succeeded: run the work under :attr:`lease`.
+    """The claim succeeded: run the work under ``lease``, a :class:`Lease`.
 
     .. versionadded:: 0.1.0
     """
@@ -98,7 +98,7 @@ class Acquired:
 
 @attrs.frozen
 class Completed:
-    """The work was done before: :attr:`result` is what it returned, as stored bytes.
+    """The work was done before: ``result`` is what it returned, as stored bytes.
 
     .. versionadded:: 0.1.0
     """
@@ -110,7 +110,7 @@ class Completed:
 
 @attrs.frozen
 class InProgress:
-    """Another claim holds the key; its lease ends in :attr:`retry_after` seconds.
+    """Another claim holds the key; its lease ends in ``retry_after`` seconds.
 
     .. versionadded:: 0.1.0
     """
@@ -122,7 +122,7 @@ class InProgress:
 
 @attrs.frozen
 class Mismatch:
-    """The key is live with a different payload: :attr:`fingerprint` is the stored one.
+    """The key is live with a different payload: ``fingerprint`` is the stored one.
 
     .. versionadded:: 0.1.0
     """

@@ -5,7 +5,7 @@
 - :mod:`invresilience.backends.redis` -- Redis through redis-py (extra ``[redis]``).
 - :mod:`invresilience.backends.postgres` -- PostgreSQL through psycopg 3 (extra ``[postgres]``).
 
-:func:`open_backend` opens any of them from a URL. Driver modules are imported only
+:func:`~invresilience.open_backend` opens any of them from a URL. Driver modules are imported only
 when their backend is opened.
 
 Every store satisfies a Protocol of :mod:`invresilience.typing` and passes the matching

@@ -6,7 +6,7 @@
   local effects.
 - :class:`PostgresBackend` -- makes stores from one connection string and closes them.
 
-Schema
+Tables
 ------
 
 Created on first use, with ``CREATE ... IF NOT EXISTS`` under a transaction-level advisory
@@ -35,7 +35,7 @@ one statement is the same instant, and ``InProgress.retry_after`` is the stored
 Round trips and atomicity
 -------------------------
 
-Every operation is one statement in autocommit mode, atomic on its own. :meth:`claim` is
+Every operation is one statement in autocommit mode, atomic on its own. :meth:`PostgresIdempotencyStore.claim` is
 one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <claimable>`` in a CTE, with a ``UNION ALL``
 that reads the record it did not take; the client tells :class:`~invresilience.typing.Acquired`
 from the rest by the token it sent. Under ``READ COMMITTED`` that read sees the snapshot
