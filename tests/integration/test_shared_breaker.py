@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.services import probe_redis, services_required
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from tests.servers import PrivateRedis
+
+# The private_redis fixture: a redis-server of this test's own.
+pytest_plugins = ["tests.servers"]
 
 pytest.importorskip("redis")
 
@@ -170,68 +171,6 @@ def test_four_processes_trip_together_and_elect_one_prober(workers: list[Worker]
     time.sleep(0.1)
     assert ["ok"] * 4 == [worker.ask("ok") for worker in workers]
     assert ["closed"] * 4 == [worker.ask("state") for worker in workers]
-
-
-class PrivateRedis:
-    """A redis-server of our own, on a free port, that the test may stop and restart."""
-
-    def __init__(self, binary: str) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.binary = binary
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                probe_redis(self.url)
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        assert self.process is not None
-        self.process.terminate()
-        self.process.wait(10)
-        self.process = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A real Redis server this test owns, so stopping it disturbs nobody else."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed: cannot stop and restart a Redis of our own"
-        if services_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    server = PrivateRedis(binary)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.process is not None:
-            server.stop()
 
 
 @pytest.mark.services
