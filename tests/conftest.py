@@ -11,7 +11,8 @@ No profile has a deadline: the machines are shared and noisy, and a test that
 depends on timing is a bug anyway (time comes from ``ManualClock``).
 
 The fixtures ``postgres_url``, ``redis_url`` and ``amqp_url`` live in
-``tests/services.py``.
+``tests/services.py``; the private, restartable servers (``private_redis``,
+``private_postgres``) in ``tests/servers.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["pytester", "tests.services"]
+pytest_plugins = ["pytester", "tests.services", "tests.servers"]
 
 settings.register_profile("default", deadline=None)
 settings.register_profile(

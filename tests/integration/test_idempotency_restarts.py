@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 
     from invresilience.typing import IdempotencyStore
 
-# private_redis_persistent and private_postgres: servers of this test's own.
-pytest_plugins = ["tests.servers"]
-
 pytestmark = pytest.mark.services
 
 

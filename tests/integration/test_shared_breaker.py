@@ -22,9 +22,6 @@ if TYPE_CHECKING:
 
     from tests.servers import PrivateRedis
 
-# The private_redis fixture: a redis-server of this test's own.
-pytest_plugins = ["tests.servers"]
-
 pytest.importorskip("redis")
 
 WORKER = r"""
