@@ -14,7 +14,7 @@ import heapq
 import inspect
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, TypeVar, cast
 
 import attrs
 from typing_extensions import ParamSpec, final
@@ -33,7 +33,7 @@ from .exceptions import (
 from .typing import DEFAULT_TTL, AsyncIdempotencyStore, Clock, Codec, IdempotencyStore
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable
 
     from ._core.idempotency import Claim
 
@@ -328,12 +328,12 @@ class Idempotency:
         await store.complete(lease, data, ttl=self.ttl)
         return result
 
-    def _async_store(self) -> AsyncIdempotencyStore:
+    def _async_store(self) -> _AsyncGuardStore:
         if self._is_async:
             return cast("AsyncIdempotencyStore", self.store)
         return _ThreadedStore(cast("IdempotencyStore", self.store))
 
-    async def _abeat(self, store: AsyncIdempotencyStore, holder: _Holder) -> None:
+    async def _abeat(self, store: _AsyncGuardStore, holder: _Holder) -> None:
         interval = self.lease / 3
         while True:
             await self.clock.asleep(interval)
@@ -344,7 +344,7 @@ class Idempotency:
             except BackendError:
                 continue
 
-    async def _arelease(self, store: AsyncIdempotencyStore, lease: Lease) -> None:
+    async def _arelease(self, store: _AsyncGuardStore, lease: Lease) -> None:
         with contextlib.suppress(LeaseLostError, BackendError):
             await store.release(lease)
 
@@ -422,6 +422,20 @@ class _Holder:
         self.lease = lease
 
 
+class _AsyncGuardStore(Protocol):
+    """The part of an async store the guard uses."""
+
+    async def claim(
+        self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
+    ) -> Claim: ...
+
+    async def complete(self, lease: Lease, result: bytes, *, ttl: float = DEFAULT_TTL) -> None: ...
+
+    async def release(self, lease: Lease) -> None: ...
+
+    async def extend(self, lease: Lease, seconds: float) -> Lease: ...
+
+
 class _ThreadedStore:
     """A sync store seen as an async one: each call runs in a worker thread."""
 
@@ -443,22 +457,6 @@ class _ThreadedStore:
 
     async def extend(self, lease: Lease, seconds: float) -> Lease:
         return await asyncio.to_thread(self.sync.extend, lease, seconds)
-
-    async def claim_many(
-        self, items: Sequence[tuple[str, str]], *, lease: float, ttl: float = DEFAULT_TTL
-    ) -> list[Claim]:
-        return await asyncio.to_thread(self.sync.claim_many, items, lease=lease, ttl=ttl)
-
-    async def complete_many(
-        self, items: Sequence[tuple[Lease, bytes]], *, ttl: float = DEFAULT_TTL
-    ) -> list[bool]:
-        return await asyncio.to_thread(self.sync.complete_many, items, ttl=ttl)
-
-    async def purge_expired(self, limit: int = 1000) -> int:
-        return await asyncio.to_thread(self.sync.purge_expired, limit)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.sync.close)
 
 
 # -- the sync heartbeat ------------------------------------------------------------------------

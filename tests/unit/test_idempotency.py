@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import inspect
+import sqlite3
 import threading
 from typing import Any
 
@@ -524,3 +526,144 @@ def test_open_backend_memory_and_errors() -> None:
         assert backend.rate_limit_store() is backend.rate_limit_store()
     assert isinstance(store.claim("k2", "fp", lease=1.0), Acquired)
     assert isinstance(store.claim("k2", "fp", lease=1.0), InProgress)
+
+
+# -- transactions, heartbeat failures, drivers ---------------------------------------------------
+
+
+def test_run_in_transaction_commits_effects_and_result_together(tmp_path: Any) -> None:
+    """On SQLite, fn's writes and the completion commit together; a failure rolls both back."""
+    from invresilience.backends.sqlite import SqliteIdempotencyStore
+
+    with _setup_stock(tmp_path / "bot.db"):
+        pass
+    store = SqliteIdempotencyStore(tmp_path / "bot.db")
+    guard = ir.Idempotency(store)
+
+    def apply(conn: Any, sku: str, delta: int) -> int:
+        conn.execute("UPDATE stock SET on_hand = on_hand + ? WHERE sku = ?", (delta, sku))
+        if delta < 0:
+            raise ValueError("no negative adjustments")
+        return int(conn.execute("SELECT on_hand FROM stock WHERE sku = ?", (sku,)).fetchone()[0])
+
+    assert 140 == guard.run_in_transaction("adj-1", apply, "SKU-1", 20)
+    assert 140 == guard.run_in_transaction("adj-1", apply, "SKU-1", 20)
+    with pytest.raises(ValueError, match="negative"):
+        guard.run_in_transaction("adj-2", apply, "SKU-1", -5)
+    assert 140 == _on_hand(tmp_path / "bot.db")
+    assert isinstance(store.claim("adj-2", ir.fingerprint(("SKU-1", -5)), lease=5.0), Acquired)
+    store.close()
+
+
+def _setup_stock(path: Any) -> Any:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE IF NOT EXISTS stock (sku TEXT PRIMARY KEY, on_hand INTEGER)")
+    conn.execute("INSERT INTO stock VALUES ('SKU-1', 120)")
+    conn.commit()
+    return contextlib.closing(conn)
+
+
+def _on_hand(path: Any) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT on_hand FROM stock").fetchone()[0])
+
+
+class FlakyExtendStore:
+    """A store whose extend() fails in a scripted way, then behaves."""
+
+    def __init__(self, store: MemoryIdempotencyStore, failures: list[Exception]) -> None:
+        self.store = store
+        self.failures = failures
+        self.extends = 0
+        self.done = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def extend(self, lease: Lease, seconds: float) -> Lease:
+        self.extends += 1
+        if self.failures:
+            failure = self.failures.pop(0)
+            if isinstance(failure, ir.LeaseLostError):
+                self.done.set()  # nothing follows a lost lease
+            raise failure
+        self.done.set()
+        return self.store.extend(lease, seconds)
+
+
+def test_sync_heartbeat_survives_an_outage_and_stops_when_lost() -> None:
+    """A heartbeat retries after BackendError, and stops for good after LeaseLostError."""
+    flaky = FlakyExtendStore(MemoryIdempotencyStore(), [ir.BackendUnavailableError("down")])
+    guard = ir.Idempotency(flaky, lease=0.03)
+
+    def call() -> str:
+        assert flaky.done.wait(10.0)
+        return "ok"
+
+    assert "ok" == guard.run("job-1", call)
+    assert flaky.extends >= 2
+
+    lost = FlakyExtendStore(MemoryIdempotencyStore(), [ir.LeaseLostError("job-2", 1)])
+    guard = ir.Idempotency(lost, lease=0.03)
+
+    def call_lost() -> str:
+        assert lost.done.wait(10.0)
+        return "ok"
+
+    assert "ok" == guard.run("job-2", call_lost)
+    assert 1 == lost.extends
+
+
+def test_async_heartbeat_survives_an_outage_and_stops_when_lost(clock: ManualClock) -> None:
+    """The async heartbeat retries after BackendError and returns after LeaseLostError."""
+    store = AsyncMemoryIdempotencyStore(clock=clock)
+    failures: list[Exception] = [ir.BackendUnavailableError("down"), ir.LeaseLostError("k", 1)]
+    calls = []
+
+    async def extend(lease: Lease, seconds: float) -> Lease:
+        calls.append(seconds)
+        raise failures.pop(0)
+
+    store.extend = extend  # type: ignore[method-assign]
+    guard = ir.Idempotency(store, lease=3.0, clock=clock)
+
+    async def call() -> str:
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return "ok"
+
+    assert "ok" == asyncio.run(guard.arun("k", call))
+    assert 2 == len(calls)
+
+
+def test_arun_releases_an_unencodable_result(clock: ManualClock) -> None:
+    """An async result the codec cannot encode raises CodecError and frees the key."""
+    store = AsyncMemoryIdempotencyStore(clock=clock)
+    guard = ir.Idempotency(store, clock=clock, heartbeat=False)
+
+    async def bad() -> object:
+        return {1, 2}
+
+    with pytest.raises(ir.CodecError):
+        asyncio.run(guard.arun("k", bad))
+    assert isinstance(store.store.claim("k", ir.fingerprint(()), lease=1.0), Acquired)
+
+
+def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_backend() on a URL whose driver is missing says which extra to install."""
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None) -> Any:
+        if name.endswith(".redis"):
+            raise ImportError("No module named 'redis'", name="redis")
+        if name.endswith(".sqlite"):
+            raise ImportError("broken", name="something_else")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(ImportError, match=r'pip install "invresilience\[redis\]"'):
+        ir.open_backend("redis://localhost:6379/0")
+    with pytest.raises(ImportError, match="broken"):
+        ir.open_backend("sqlite:///x.db")
