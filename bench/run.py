@@ -4,13 +4,18 @@
 
     python bench/run.py                     # the full run, a few minutes
     python bench/run.py --quick             # a smoke run, under a minute
-    python bench/run.py --only breaker      # one module: retry, breaker or admission
+    python bench/run.py --only breaker      # one module: retry, breaker, admission or idempotency
     python bench/run.py --json out.json --markdown out.md
 
 Benchmarks are reports, not tests: the exit status is 0 even when a budget is over,
 unless ``--strict`` is given (then 1). A benchmark that measures the wrong thing (a case
 that does not retry as configured, or really sleeps; a breaker that does not reject;
-a limiter that rejects) exits 2, before timing or after it.
+a limiter that rejects; a claim that does not acquire, a replay that does not replay) exits
+2, before timing or after it.
+
+The idempotency module needs Redis and PostgreSQL (``INVRES_REDIS_URL``,
+``INVRES_POSTGRES_URL``, local defaults as for the tests); an unreachable one is skipped and
+its verdicts say so.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_admission
 import bench_breaker
+import bench_idempotency
 import bench_retry
 from _harness import BASELINE, Case, Gap, Result, Runner
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
 
 HEADERS = ("scenario", "mode", "library", "µs/call", "±", "µs added", "× bare", "Python calls")
 ALIGN = ("---", "---", "---", "---:", "---:", "---:", "---:", "---:")
@@ -49,6 +55,8 @@ class Bench:
     ``bench_retry`` builds its cases without an event loop and has no notes, gaps or
     teardown; the breaker and admission modules take a coroutine runner (to prepare async
     anchors on the loop that times them) and describe what they could not time.
+    ``per_item`` names the scenarios whose timed call handles several items (a batch):
+    their figures are shown per item.
     """
 
     key: str
@@ -58,9 +66,10 @@ class Bench:
     check: Callable[[list[Case], Callable[[Awaitable[Any]], Any]], list[str]]
     budgets: tuple[Any, ...]
     notes: tuple[str, ...] = ()
-    gaps: tuple[Gap, ...] = ()
+    gaps: Sequence[Gap] = ()
     baseline_labels: dict[str, str] = dataclasses.field(default_factory=dict)
     teardown: Callable[[], None] = lambda: None
+    per_item: dict[str, int] = dataclasses.field(default_factory=dict)
     cases: list[Case] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
 
@@ -97,6 +106,19 @@ BENCHES = (
         bench_admission.BASELINE_LABELS,
         bench_admission.teardown,
     ),
+    Bench(
+        "idempotency",
+        bench_idempotency.TITLE,
+        bench_idempotency.LIBRARIES,
+        bench_idempotency.build_cases,
+        bench_idempotency.check_cases,
+        bench_idempotency.BUDGETS,
+        bench_idempotency.NOTES,
+        bench_idempotency.GAPS,
+        bench_idempotency.BASELINE_LABELS,
+        bench_idempotency.teardown,
+        bench_idempotency.PER_ITEM,
+    ),
 )
 
 
@@ -104,7 +126,8 @@ def table(bench: Bench, results: list[Result]) -> str:
     """The results as a Markdown table (plain, so it renders in a terminal too).
 
     Rows the module could not time (an anchor without that API, or not installed) are
-    listed where they would be, with the reason instead of figures.
+    listed where they would be, with the reason instead of figures. Scenarios in
+    ``bench.per_item`` show their times per item (the ratio is the same either way).
     """
     gaps = list(bench.gaps) + [
         Gap(r.scenario, r.mode, name, "not installed")
@@ -120,14 +143,15 @@ def table(bench: Bench, results: list[Result]) -> str:
             library = f"**{r.library}**"
         else:
             library = r.library
+        per = bench.per_item.get(r.scenario, 1)
         rows.append(
             (
                 r.scenario,
                 r.mode,
                 library,
-                f"{r.us_per_call:.2f}",
-                f"{r.spread_us:.2f}",
-                "–" if r.library == BASELINE else f"{r.us_added:.2f}",
+                f"{r.us_per_call / per:.2f}",
+                f"{r.spread_us / per:.2f}",
+                "–" if r.library == BASELINE else f"{r.us_added / per:.2f}",
                 f"{r.ratio:.1f}",
                 str(r.calls_added),
             )
@@ -182,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=[b.key for b in BENCHES],
         metavar="NAME",
-        help="run only this benchmark (retry, breaker, admission); repeatable",
+        help="run only this benchmark (retry, breaker, admission, idempotency); repeatable",
     )
     args = parser.parse_args(argv)
 
@@ -264,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                     "not_timed": [dataclasses.asdict(g) for g in b.gaps]
                     + [{"library": name, "reason": "not installed"} for name in b.skipped],
                     "notes": list(b.notes),
+                    "items_per_call": b.per_item,
                     "verdicts": [{"within": ok, "text": line} for ok, line in verdicts[b.key]],
                 }
                 for b in benches
