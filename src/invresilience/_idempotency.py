@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
 import inspect
-import itertools
+import math
 import threading
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, Protocol, TypeVar, cast
 
@@ -465,77 +464,78 @@ class _ThreadedStore:
 class _Beat:
     """One running call's lease, extended by the heartbeat thread until stopped."""
 
-    __slots__ = ("due", "interval", "lease", "seconds", "stopped", "store")
+    __slots__ = ("due", "interval", "lease", "seconds", "store")
 
-    def __init__(self, store: IdempotencyStore, lease: Lease, due: float) -> None:
+    def __init__(self, store: IdempotencyStore, lease: Lease, now: float) -> None:
         self.store = store
         self.lease = lease
         self.seconds = lease.duration
         self.interval = lease.duration / 3
-        self.due = due
-        self.stopped = False
+        self.due = now + self.interval
 
 
 class _Hearts:
     """One daemon thread per process extends the leases of every running sync call.
 
-    A call registers on entry and unregisters on exit: two lock round trips, no thread
-    per call. The thread sleeps until the earliest extension is due.
+    A call registers on entry and unregisters on exit: a dict insert and a delete
+    under a lock, no thread and no timer per call, and no wake-up of the thread, which
+    instead looks at the running calls every *tick* (the shortest interval it has been
+    given). A lease is then extended between one and two intervals after it was last
+    granted, at most two thirds of the way through it.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _Beat]] = []
-        self._ids = itertools.count()
+        self._running: dict[int, _Beat] = {}
+        self._tick = math.inf
         self._thread: threading.Thread | None = None
 
     def start(self, store: IdempotencyStore, lease: Lease) -> _Beat:
-        beat = _Beat(store, lease, SYSTEM_CLOCK.monotonic() + lease.duration / 3)
+        beat = _Beat(store, lease, SYSTEM_CLOCK.monotonic())
         with self._cond:
-            heapq.heappush(self._heap, (beat.due, next(self._ids), beat))
-            if self._thread is None or not self._thread.is_alive():
+            self._running[id(beat)] = beat
+            if beat.interval < self._tick:
+                self._tick = beat.interval
+                self._cond.notify()
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="invresilience-heartbeat", daemon=True
                 )
                 self._thread.start()
-            elif self._heap[0][2] is beat:
-                self._cond.notify()
         return beat
 
     def stop(self, beat: _Beat) -> None:
         with self._cond:
-            beat.stopped = True
+            self._running.pop(id(beat), None)
 
     def _run(self) -> None:
+        idle = 0.0
         while True:
             with self._cond:
-                while True:
-                    while self._heap and self._heap[0][2].stopped:
-                        heapq.heappop(self._heap)
-                    if not self._heap:
-                        self._cond.wait(60.0)
-                        if not self._heap:
-                            self._thread = None
-                            return
-                        continue
-                    wait = self._heap[0][0] - SYSTEM_CLOCK.monotonic()
-                    if wait <= 0:
-                        break
-                    self._cond.wait(wait)
-                _, _, beat = heapq.heappop(self._heap)
-            self._extend(beat)
+                self._cond.wait(self._tick)
+                if not self._running:
+                    # Nobody to beat for: after a minute of that, the thread ends; the
+                    # next call starts another.
+                    idle += self._tick
+                    if idle >= 60.0:
+                        self._thread = None
+                        return
+                    continue
+                idle = 0.0
+                now = SYSTEM_CLOCK.monotonic()
+                due = [beat for beat in self._running.values() if beat.due <= now]
+            for beat in due:
+                self._extend(beat)
 
     def _extend(self, beat: _Beat) -> None:
         try:
             beat.lease = beat.store.extend(beat.lease, beat.seconds)
         except LeaseLostError:
-            return  # Taken over: the call's complete() will say so.
+            self.stop(beat)  # Taken over: the call's complete() will say so.
+            return
         except BackendError:
-            pass  # Try again at the next beat; the lease may still outlive the outage.
-        with self._cond:
-            if not beat.stopped:
-                beat.due = SYSTEM_CLOCK.monotonic() + beat.interval
-                heapq.heappush(self._heap, (beat.due, next(self._ids), beat))
+            return  # Try again at the next tick; the lease may still outlive the outage.
+        beat.due = SYSTEM_CLOCK.monotonic() + beat.interval
 
 
 _HEARTS = _Hearts()
