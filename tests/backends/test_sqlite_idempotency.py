@@ -92,10 +92,11 @@ def row(path: Path, key: str, table: str = "invresilience_idempotency") -> tuple
 def refuse_key(path: Path, key: str) -> None:
     """Make every write of *key* fail inside SQLite (a trigger aborts it)."""
     connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute(
-        "CREATE TRIGGER refuse BEFORE INSERT ON invresilience_idempotency"
-        f" WHEN NEW.\"key\" = '{key}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
-    )
+    for event in ("INSERT", "UPDATE"):
+        connection.execute(
+            f"CREATE TRIGGER refuse_{event.lower()} BEFORE {event} ON invresilience_idempotency"
+            f" WHEN NEW.\"key\" = '{key}' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
     connection.close()
 
 
@@ -928,3 +929,15 @@ def test_switching_a_locked_file_to_wal(path: Path) -> None:
     blocker.execute("ROLLBACK")
     blocker.close()
     SqliteIdempotencyStore(path, busy_timeout=0).close()
+
+
+def test_a_failed_complete_is_a_backend_error(store: SqliteIdempotencyStore, path: Path) -> None:
+    """A completion SQLite refuses raises BackendError, chained, and leaves the key pending."""
+    lease = acquire(store, "bad")
+    refuse_key(path, "bad")
+    with pytest.raises(BackendError) as info:
+        store.complete(lease, b"x")
+    assert isinstance(info.value.__cause__, sqlite3.Error)
+    stored = row(path, "bad")
+    assert stored is not None
+    assert "pending" == stored[0]
