@@ -10,7 +10,9 @@ Every operation but ``complete`` is one ``BEGIN IMMEDIATE`` transaction: it read
 key's row, applies the rule of :mod:`invresilience._core.idempotency` (the same functions
 the memory store calls) and writes the row back before ``COMMIT``. ``complete`` is a
 single ``UPDATE`` whose ``WHERE`` is that module's ``holds`` rule (pending, same fence and
-token, not expired), atomic by itself. ``claim_many`` and ``complete_many`` do a whole
+token, not expired), atomic by itself. A claim first tries a plain ``INSERT OR IGNORE``
+of the record a never-seen key gets, and reads the row only if one was there.
+``claim_many`` and ``complete_many`` do a whole
 batch in one transaction. Records are timed on the store clock's ``wall()``
 (seconds since the epoch), so processes on one host agree on when a lease runs out.
 
@@ -288,6 +290,10 @@ class SqliteIdempotencyStore:
             "SELECT fingerprint, state, fence, token, lease_until, expires_at, result"
             f' FROM {table} WHERE namespace = ? AND "key" = ?'
         )
+        self._insert = (
+            f'INSERT OR IGNORE INTO {table} (namespace, "key", fingerprint, state, fence,'
+            " token, lease_until, expires_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
         self._upsert = (
             f'INSERT OR REPLACE INTO {table} (namespace, "key", fingerprint, state, fence,'
             " token, lease_until, expires_at, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -414,21 +420,21 @@ class SqliteIdempotencyStore:
             result=result,
         )
 
-    def _write(self, connection: sqlite3.Connection, key: str, record: Record) -> None:
-        connection.execute(
-            self._upsert,
-            (
-                self.namespace,
-                key,
-                record.fingerprint,
-                record.state,
-                record.fence,
-                record.token,
-                record.lease_until,
-                record.expires_at,
-                record.result,
-            ),
+    def _row(self, key: str, record: Record) -> tuple[object, ...]:
+        return (
+            self.namespace,
+            key,
+            record.fingerprint,
+            record.state,
+            record.fence,
+            record.token,
+            record.lease_until,
+            record.expires_at,
+            record.result,
         )
+
+    def _write(self, connection: sqlite3.Connection, key: str, record: Record) -> None:
+        connection.execute(self._upsert, self._row(key, record))
 
     def _claim(
         self,
@@ -439,14 +445,16 @@ class SqliteIdempotencyStore:
         lease: float,
         ttl: float,
     ) -> Claim:
+        token = secrets.token_hex(16)
+        # A key seen for the first time is the common case: the rule for "no record"
+        # applied blind, and an INSERT that does nothing if a record exists, spare the
+        # SELECT. Only when the row is there is it read and the full rule applied.
+        new, answer = rules.claim(None, key, fingerprint, token, now=now, lease=lease, ttl=ttl)
+        assert new is not None
+        if connection.execute(self._insert, self._row(key, new)).rowcount == 1:
+            return answer
         new, answer = rules.claim(
-            self._read(connection, key),
-            key,
-            fingerprint,
-            secrets.token_hex(16),
-            now=now,
-            lease=lease,
-            ttl=ttl,
+            self._read(connection, key), key, fingerprint, token, now=now, lease=lease, ttl=ttl
         )
         if new is not None:
             self._write(connection, key, new)
