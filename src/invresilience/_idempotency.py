@@ -231,30 +231,12 @@ class Idempotency:
 
     def _claim(self, store: IdempotencyStore, key: str, fp: str) -> Lease | tuple[Any]:
         """The lease to run under, or a 1-tuple holding the replayed result."""
-        waited = 0.0
-        pause = _POLL_FIRST
+        claiming = _Claiming(self)
         while True:
-            claim = store.claim(key, fp, lease=self.lease, ttl=self.ttl)
-            answer = self._answer(claim, waited)
+            answer = claiming.next(store.claim(key, fp, lease=self.lease, ttl=self.ttl))
             if not isinstance(answer, float):
                 return answer
-            pause = min(pause, answer, self.wait_timeout - waited)
-            self.clock.sleep(pause)
-            waited += pause
-            pause = min(pause * 2, _POLL_MAX)
-
-    def _answer(self, claim: Claim, waited: float) -> Lease | tuple[Any] | float:
-        """What a claim means: a lease, a replayed result, or how long one may wait."""
-        if isinstance(claim, Acquired):
-            return claim.lease
-        if isinstance(claim, Completed):
-            return (self.codec.decode(claim.result),)
-        if isinstance(claim, InProgress):
-            left = self.wait_timeout - waited
-            if self.on_in_progress == "raise" or left <= 0:
-                raise IdempotencyInProgressError(claim.key, claim.retry_after)
-            return max(claim.retry_after, 0.001)
-        raise IdempotencyKeyReuseError(claim.key)
+            self.clock.sleep(answer)
 
     def _release(self, store: IdempotencyStore, lease: Lease) -> None:
         # The work failed: give the key up so the next call runs it again. A lease
@@ -296,19 +278,15 @@ class Idempotency:
         """
         store = self._async_store()
         key = _key(key)
-        waited = 0.0
-        pause = _POLL_FIRST
+        claiming = _Claiming(self)
         while True:
             claim = await store.claim(key, fingerprint, lease=self.lease, ttl=self.ttl)
-            answer = self._answer(claim, waited)
+            answer = claiming.next(claim)
             if isinstance(answer, Lease):
                 break
             if isinstance(answer, tuple):
                 return cast("T", answer[0])
-            pause = min(pause, answer, self.wait_timeout - waited)
-            await self.clock.asleep(pause)
-            waited += pause
-            pause = min(pause * 2, _POLL_MAX)
+            await self.clock.asleep(answer)
         holder = _Holder(answer)
         beat = asyncio.ensure_future(self._abeat(store, holder)) if self.heartbeat else None
         try:
@@ -410,6 +388,38 @@ async def _cancel(task: asyncio.Future[None] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.wait((task,))
+
+
+class _Claiming:
+    """What one call does with each claim answer: the decision run() and arun() share.
+
+    A lease or a replayed result ends the loop; a key in progress raises, or, with
+    ``on_in_progress="wait"``, gives the next pause: 0.05 s doubling to 1 s, never past
+    the holder's lease or the guard's *wait_timeout*.
+    """
+
+    __slots__ = ("guard", "pause", "waited")
+
+    def __init__(self, guard: Idempotency) -> None:
+        self.guard = guard
+        self.pause = _POLL_FIRST
+        self.waited = 0.0
+
+    def next(self, claim: Claim) -> Lease | tuple[Any] | float:
+        """A lease, a 1-tuple holding the replayed result, or the seconds to pause."""
+        if isinstance(claim, Acquired):
+            return claim.lease
+        if isinstance(claim, Completed):
+            return (self.guard.codec.decode(claim.result),)
+        if isinstance(claim, InProgress):
+            left = self.guard.wait_timeout - self.waited
+            if self.guard.on_in_progress == "raise" or left <= 0:
+                raise IdempotencyInProgressError(claim.key, claim.retry_after)
+            pause = min(self.pause, max(claim.retry_after, 0.001), left)
+            self.waited += pause
+            self.pause = min(self.pause * 2, _POLL_MAX)
+            return pause
+        raise IdempotencyKeyReuseError(claim.key)
 
 
 class _Holder:
