@@ -14,6 +14,9 @@
     │   ├── IdempotencyInProgressError             the same key is running elsewhere
     │   ├── IdempotencyKeyReuseError               the same key came with another payload
     │   └── LeaseLostError                         another claim took the key over
+    ├── DeadLetterError
+    │   ├── DeadLetterQueueFullError               a dead-letter queue is at its size cap
+    │   └── PayloadTooLargeError (also ValueError) a payload is over the queue's size limit
     ├── NoShardOwnerError                          no live worker owns a key
     └── BackendError                               a store failed
         └── BackendUnavailableError                a store could not be reached
@@ -37,11 +40,14 @@ __all__ = [
     "CircuitOpenError",
     "CodecError",
     "ConfigurationError",
+    "DeadLetterError",
+    "DeadLetterQueueFullError",
     "IdempotencyError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReuseError",
     "LeaseLostError",
     "NoShardOwnerError",
+    "PayloadTooLargeError",
     "RateLimitedError",
     "ResilienceError",
     "RetriesExhaustedError",
@@ -220,6 +226,61 @@ class LeaseLostError(IdempotencyError):
     def __init__(self, key: str, fence: int | None = None) -> None:
         self.fence = fence
         super().__init__(key, f"the lease on idempotency key {key!r} (fence {fence}) was lost")
+
+
+class DeadLetterError(ResilienceError):
+    """Base class of the dead-letter queue errors.
+
+    Attributes:
+        queue: The name of the dead-letter queue concerned.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, queue: str, message: str) -> None:
+        self.queue = queue
+        super().__init__(message)
+
+
+class DeadLetterQueueFullError(DeadLetterError):
+    """The queue holds ``max_letters`` letters and its policy is ``when_full="reject"``.
+
+    Nothing was stored. A job handler lets this propagate, so the job is not
+    acknowledged and its broker keeps it: redrive or purge letters to make room.
+
+    Attributes:
+        limit: The queue's ``max_letters``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, queue: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            queue,
+            f"dead-letter queue {queue!r} is full ({limit} letters): redrive or purge "
+            "letters, or raise max_letters",
+        )
+
+
+class PayloadTooLargeError(DeadLetterError, ValueError):
+    """An encoded payload is larger than the queue's ``max_payload_bytes``; nothing was stored.
+
+    Attributes:
+        size: The encoded (and redacted) payload's size in bytes.
+        limit: The queue's ``max_payload_bytes``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, queue: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            queue,
+            f"payload of {size} bytes is over dead-letter queue {queue!r}'s limit of "
+            f"{limit} bytes (max_payload_bytes); it was not stored, nor truncated",
+        )
 
 
 class NoShardOwnerError(ResilienceError):

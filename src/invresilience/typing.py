@@ -9,16 +9,19 @@ conformance suites in :mod:`invresilience.contract` check an implementation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from typing_extensions import ParamSpec
 
 from ._core.breaker import BreakerSpec, SharedBreakerState
+from ._core.dlq import REASONS, Added, DeadLetter, LetterFilter, QueueStats, Reason
 from ._core.idempotency import Acquired, Claim, Completed, InProgress, Lease, Mismatch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
+
+    from ._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 
 #: How long a record is kept after its last change, unless told otherwise (24 hours).
 DEFAULT_TTL = 86400.0
@@ -28,9 +31,12 @@ _T = TypeVar("_T")
 
 __all__ = [
     "DEFAULT_TTL",
+    "REASONS",
     "Acquired",
+    "Added",
     "Admission",
     "AsyncBreakerStore",
+    "AsyncDeadLetterStore",
     "AsyncIdempotencyStore",
     "AsyncRateLimitStore",
     "Backend",
@@ -40,13 +46,18 @@ __all__ = [
     "Clock",
     "Codec",
     "Completed",
+    "DeadLetter",
+    "DeadLetterStore",
     "IdempotencyStore",
     "InProgress",
     "Lease",
+    "LetterFilter",
     "Mismatch",
     "Permit",
     "Policy",
+    "QueueStats",
     "RateLimitStore",
+    "Reason",
     "Release",
     "SharedBreakerState",
 ]
@@ -440,6 +451,130 @@ class AsyncIdempotencyStore(Protocol):
 
 
 @runtime_checkable
+# -- dead letters -----------------------------------------------------------------------------
+
+
+@runtime_checkable
+class DeadLetterStore(Protocol):
+    """**Protocol:** where a :class:`~invresilience.DeadLetterQueue` keeps the letters of one queue.
+
+    A store holds :class:`DeadLetter` values by id. The rules, which
+    :mod:`invresilience.contract` checks:
+
+    - :meth:`add` is atomic. A letter whose id is already stored changes nothing
+      (``created=False``, the stored letter returned). A new letter gets a
+      :attr:`~DeadLetter.sequence` larger than that of every letter added to the queue
+      before it. With *max_letters*, a queue already holding that many letters either
+      refuses the new one with :exc:`~invresilience.exceptions.DeadLetterQueueFullError`
+      (nothing changes) or, with *evict_oldest*, deletes its lowest-sequence letters to
+      make room and reports their ids.
+    - :meth:`list` returns the letters a :class:`LetterFilter` selects whose sequence is
+      larger than *after*, in increasing sequence (oldest first), at most *limit*.
+      Letters never move in that order: updating one with :meth:`replace` keeps its
+      sequence.
+    - :meth:`replace` overwrites the stored letter of the same id (its payload,
+      reason, error, attempts, times and headers), keeping its sequence; ``False`` if
+      it is gone.
+    - :meth:`delete` and :meth:`purge` delete and say how many; deleting an absent id
+      is not an error.
+    - Driver failures raise :exc:`~invresilience.exceptions.BackendUnavailableError`
+      (unreachable) or :exc:`~invresilience.exceptions.BackendError`, chained to the
+      driver's exception.
+
+    .. versionadded:: 0.1.0
+    """
+
+    queue: str
+
+    def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """Store *letter* unless its id is taken; see the rules above."""
+        ...
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        """The letter stored under *letter_id*, or ``None``."""
+        ...
+
+    def list(self, where: LetterFilter, *, after: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """Up to *limit* selected letters with a sequence above *after*, oldest first."""
+        ...
+
+    def count(self, where: LetterFilter) -> int:
+        """How many letters *where* selects."""
+        ...
+
+    def stats(self) -> QueueStats:
+        """The queue's totals per reason and its oldest and newest times."""
+        ...
+
+    def replace(self, letter: DeadLetter) -> bool:
+        """Overwrite the letter with *letter*'s id, keeping its sequence; ``False`` if gone."""
+        ...
+
+    def delete(self, letter_ids: Sequence[str]) -> int:
+        """Delete the letters with these ids; how many there were."""
+        ...
+
+    def purge(self, where: LetterFilter) -> int:
+        """Delete every letter *where* selects; how many."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's own connections (not a backend's shared ones)."""
+        ...
+
+
+@runtime_checkable
+class AsyncDeadLetterStore(Protocol):
+    """**Protocol:** the async twin of :class:`DeadLetterStore`.
+
+    .. versionadded:: 0.1.0
+    """
+
+    queue: str
+
+    async def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`DeadLetterStore.add`."""
+        ...
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`DeadLetterStore.get`."""
+        ...
+
+    async def list(
+        self, where: LetterFilter, *, after: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """See :meth:`DeadLetterStore.list`."""
+        ...
+
+    async def count(self, where: LetterFilter) -> int:
+        """See :meth:`DeadLetterStore.count`."""
+        ...
+
+    async def stats(self) -> QueueStats:
+        """See :meth:`DeadLetterStore.stats`."""
+        ...
+
+    async def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`DeadLetterStore.replace`."""
+        ...
+
+    async def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`DeadLetterStore.delete`."""
+        ...
+
+    async def purge(self, where: LetterFilter) -> int:
+        """See :meth:`DeadLetterStore.purge`."""
+        ...
+
+    async def close(self) -> None:
+        """See :meth:`DeadLetterStore.close`."""
+        ...
+
+
 class Backend(Protocol):
     """**Protocol:** a storage technology opened from a URL by :func:`~invresilience.open_backend`.
 
@@ -457,6 +592,23 @@ class Backend(Protocol):
 
     def async_idempotency_store(self, namespace: str = "default") -> AsyncIdempotencyStore:
         """The async idempotency store of *namespace*."""
+        ...
+
+    def dead_letter_store(self, queue: str) -> DeadLetterStore:
+        """The store of dead-letter queue *queue*."""
+        ...
+
+    def async_dead_letter_store(self, queue: str) -> AsyncDeadLetterStore:
+        """The async store of dead-letter queue *queue*."""
+        ...
+
+    def dead_letter_queue(self, queue: str, **options: Any) -> DeadLetterQueue:
+        """A :class:`~invresilience.DeadLetterQueue` over :meth:`dead_letter_store`;
+        *options* go to its constructor."""
+        ...
+
+    def async_dead_letter_queue(self, queue: str, **options: Any) -> AsyncDeadLetterQueue:
+        """An :class:`~invresilience.AsyncDeadLetterQueue` over :meth:`async_dead_letter_store`."""
         ...
 
     def close(self) -> None:

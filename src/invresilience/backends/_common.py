@@ -14,7 +14,9 @@ if TYPE_CHECKING:
 __all__ = [
     "check_claim_args",
     "check_lease",
+    "check_letter",
     "check_limit",
+    "check_max_letters",
     "check_namespace",
     "check_ttl",
     "lost",
@@ -72,3 +74,24 @@ def check_namespace(field: str, value: object) -> str:
 def lost(lease: Lease) -> LeaseLostError:
     """The error for a lease that no longer holds its key."""
     return LeaseLostError(lease.key, lease.fence)
+
+
+def check_letter(letter: object, queue: str) -> None:
+    """Raise :exc:`ConfigurationError` unless *letter* is a :class:`DeadLetter` of *queue*."""
+    from .._core.dlq import DeadLetter, check_letter_id
+
+    if not isinstance(letter, DeadLetter):
+        raise ConfigurationError("letter", letter, "must be a DeadLetter")
+    problem = check_letter_id(letter.id)
+    if problem is not None:
+        raise ConfigurationError("letter.id", letter.id, problem)
+    if letter.queue != queue:
+        raise ConfigurationError(
+            "letter.queue", letter.queue, f"must be this store's queue {queue!r}"
+        )
+
+
+def check_max_letters(value: object) -> None:
+    """Raise :exc:`ConfigurationError` unless *value* is ``None`` or an int >= 1."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigurationError("max_letters", value, "must be None or an int >= 1")

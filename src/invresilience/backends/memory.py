@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import secrets
 import threading
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import attrs
 from typing_extensions import final
 
 from .._admission import MemoryRateLimitStore
 from .._clock import SYSTEM_CLOCK
 from .._core import idempotency as rules
 from .._core.breaker import BreakerCore, BreakerSpec, SharedBreakerState
-from ..exceptions import ConfigurationError
+from .._core.dlq import Added, QueueStats
+from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
+from ..exceptions import ConfigurationError, DeadLetterQueueFullError
 from ..typing import DEFAULT_TTL
 from ._common import (
     check_claim_args,
     check_lease,
+    check_letter,
     check_limit,
+    check_max_letters,
     check_namespace,
     check_ttl,
     lost,
@@ -32,14 +37,17 @@ from ._common import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from .._core.dlq import DeadLetter, LetterFilter
     from .._core.idempotency import Claim, Lease, Record
     from ..typing import Clock
 
 __all__ = [
     "AsyncMemoryBreakerStore",
+    "AsyncMemoryDeadLetterStore",
     "AsyncMemoryIdempotencyStore",
     "MemoryBackend",
     "MemoryBreakerStore",
+    "MemoryDeadLetterStore",
     "MemoryIdempotencyStore",
     "MemoryRateLimitStore",
 ]
@@ -383,6 +391,162 @@ class AsyncMemoryIdempotencyStore:
 
 
 @final
+class MemoryDeadLetterStore:
+    """A :class:`~invresilience.typing.DeadLetterStore` in this process's memory.
+
+    The reference implementation: letters in a dict in sequence order, filters applied
+    by :meth:`LetterFilter.matches <invresilience.typing.LetterFilter.matches>`, under
+    one lock. Nothing survives the process.
+
+    Args:
+        queue: The queue's name.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, queue: str = "default") -> None:
+        self.queue = check_namespace("queue", queue)
+        self._lock = threading.Lock()
+        self._letters: dict[str, DeadLetter] = {}  # insertion order is sequence order
+        self._sequence = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryDeadLetterStore({self.queue!r}, {len(self._letters)} letters)"
+
+    def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`~invresilience.typing.DeadLetterStore.add`."""
+        check_letter(letter, self.queue)
+        check_max_letters(max_letters)
+        with self._lock:
+            existing = self._letters.get(letter.id)
+            if existing is not None:
+                return Added(letter=existing, created=False)
+            evicted: list[str] = []
+            if max_letters is not None and len(self._letters) >= max_letters:
+                if not evict_oldest:
+                    raise DeadLetterQueueFullError(self.queue, max_letters)
+                for old in list(self._letters)[: len(self._letters) - max_letters + 1]:
+                    del self._letters[old]
+                    evicted.append(old)
+            self._sequence += 1
+            stored = attrs.evolve(letter, sequence=self._sequence)
+            self._letters[letter.id] = stored
+            return Added(letter=stored, created=True, evicted=tuple(evicted))
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`~invresilience.typing.DeadLetterStore.get`."""
+        with self._lock:
+            return self._letters.get(letter_id)
+
+    def list(self, where: LetterFilter, *, after: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`~invresilience.typing.DeadLetterStore.list`."""
+        check_limit(limit)
+        with self._lock:
+            found: list[DeadLetter] = []
+            for letter in self._letters.values():
+                if letter.sequence > after and where.matches(letter):
+                    found.append(letter)
+                    if len(found) == limit:
+                        break
+            return found
+
+    def count(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.count`."""
+        with self._lock:
+            return sum(1 for letter in self._letters.values() if where.matches(letter))
+
+    def stats(self) -> QueueStats:
+        """See :meth:`~invresilience.typing.DeadLetterStore.stats`."""
+        with self._lock:
+            return QueueStats.of(self._letters.values())
+
+    def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`~invresilience.typing.DeadLetterStore.replace`."""
+        check_letter(letter, self.queue)
+        with self._lock:
+            old = self._letters.get(letter.id)
+            if old is None:
+                return False
+            self._letters[letter.id] = attrs.evolve(letter, sequence=old.sequence)
+            return True
+
+    def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.delete`."""
+        with self._lock:
+            return sum(self._letters.pop(i, None) is not None for i in set(letter_ids))
+
+    def purge(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.purge`."""
+        with self._lock:
+            doomed = [i for i, letter in self._letters.items() if where.matches(letter)]
+            for letter_id in doomed:
+                del self._letters[letter_id]
+            return len(doomed)
+
+    def close(self) -> None:
+        """Nothing to release; letters stay readable."""
+
+
+@final
+class AsyncMemoryDeadLetterStore:
+    """The async twin of :class:`MemoryDeadLetterStore`, over the same letters.
+
+    Args:
+        store: The sync store to share letters with; a new one when omitted.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, store: MemoryDeadLetterStore | None = None) -> None:
+        self.store = MemoryDeadLetterStore() if store is None else store
+        self.queue = self.store.queue
+
+    def __repr__(self) -> str:
+        return f"AsyncMemoryDeadLetterStore({self.store!r})"
+
+    async def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`~invresilience.typing.DeadLetterStore.add`."""
+        return self.store.add(letter, max_letters=max_letters, evict_oldest=evict_oldest)
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`~invresilience.typing.DeadLetterStore.get`."""
+        return self.store.get(letter_id)
+
+    async def list(
+        self, where: LetterFilter, *, after: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """See :meth:`~invresilience.typing.DeadLetterStore.list`."""
+        return self.store.list(where, after=after, limit=limit)
+
+    async def count(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.count`."""
+        return self.store.count(where)
+
+    async def stats(self) -> QueueStats:
+        """See :meth:`~invresilience.typing.DeadLetterStore.stats`."""
+        return self.store.stats()
+
+    async def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`~invresilience.typing.DeadLetterStore.replace`."""
+        return self.store.replace(letter)
+
+    async def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.delete`."""
+        return self.store.delete(letter_ids)
+
+    async def purge(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.purge`."""
+        return self.store.purge(where)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+@final
 class MemoryBackend:
     """The :class:`~invresilience.typing.Backend` of ``memory://``: stores in this process.
 
@@ -401,6 +565,7 @@ class MemoryBackend:
         self.clock = clock
         self._lock = threading.Lock()
         self._idempotency: dict[str, MemoryIdempotencyStore] = {}
+        self._dead_letters: dict[str, MemoryDeadLetterStore] = {}
         self._breakers: MemoryBreakerStore | None = None
         self._limits: MemoryRateLimitStore | None = None
 
@@ -436,6 +601,33 @@ class MemoryBackend:
     def async_idempotency_store(self, namespace: str = "default") -> AsyncMemoryIdempotencyStore:
         """The async view of :meth:`idempotency_store`, over the same records."""
         return AsyncMemoryIdempotencyStore(self.idempotency_store(namespace))
+
+    def dead_letter_store(self, queue: str) -> MemoryDeadLetterStore:
+        """The store of dead-letter queue *queue*: one per name, shared."""
+        check_namespace("queue", queue)
+        with self._lock:
+            store = self._dead_letters.get(queue)
+            if store is None:
+                store = self._dead_letters[queue] = MemoryDeadLetterStore(queue)
+            return store
+
+    def async_dead_letter_store(self, queue: str) -> AsyncMemoryDeadLetterStore:
+        """The async view of :meth:`dead_letter_store`, over the same letters."""
+        return AsyncMemoryDeadLetterStore(self.dead_letter_store(queue))
+
+    def dead_letter_queue(self, queue: str, **options: Any) -> DeadLetterQueue:
+        """A :class:`~invresilience.DeadLetterQueue` over :meth:`dead_letter_store`.
+
+        *options* (``codec``, ``redact``, ``max_letters``, ...) go to its constructor;
+        the queue's clock defaults to this backend's.
+        """
+        options.setdefault("clock", self.clock)
+        return DeadLetterQueue(self.dead_letter_store(queue), **options)
+
+    def async_dead_letter_queue(self, queue: str, **options: Any) -> AsyncDeadLetterQueue:
+        """An :class:`~invresilience.AsyncDeadLetterQueue` over :meth:`async_dead_letter_store`."""
+        options.setdefault("clock", self.clock)
+        return AsyncDeadLetterQueue(self.async_dead_letter_store(queue), **options)
 
     def breaker_store(self) -> MemoryBreakerStore:
         """The breaker store every breaker of this backend shares."""
