@@ -43,6 +43,7 @@ from ._events import (
     remove_listener,
 )
 from ._idempotency import Idempotency
+from ._jobs import JobHandler
 from ._pipeline import Fallback, Pipeline
 from ._retry import Attempt, Attempts, Backoff, Outcome, RetryBudget, RetryPolicy
 from ._timeout import Timeout, remaining
@@ -105,6 +106,7 @@ __all__ = [
     "IdempotencyError",
     "IdempotencyInProgressError",
     "IdempotencyKeyReuseError",
+    "JobHandler",
     "JobOutcome",
     "JsonCodec",
     "LeaseLostError",
