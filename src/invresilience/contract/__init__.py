@@ -6,14 +6,18 @@ pytest collects once you subclass it under a ``Test...`` name:
 
 - :class:`BreakerStoreContract` checks a :class:`~invresilience.typing.BreakerStore`,
   :class:`AsyncBreakerStoreContract` an :class:`~invresilience.typing.AsyncBreakerStore`;
+- :class:`DeadLetterStoreContract` checks a :class:`~invresilience.typing.DeadLetterStore`,
+  :class:`AsyncDeadLetterStoreContract` an :class:`~invresilience.typing.AsyncDeadLetterStore`
+  (their ``make_store(queue)`` takes the queue's name: see :mod:`invresilience.contract.dlq`);
 - :class:`IdempotencyStoreContract` checks an :class:`~invresilience.typing.IdempotencyStore`,
   :class:`AsyncIdempotencyStoreContract` an :class:`~invresilience.typing.AsyncIdempotencyStore`;
 - :class:`RateLimitStoreContract` checks a :class:`~invresilience.typing.RateLimitStore`,
   :class:`AsyncRateLimitStoreContract` an :class:`~invresilience.typing.AsyncRateLimitStore`.
 
 Implement ``make_store()`` (a coroutine in the async suites), and optionally
-``close_store(store)`` and ``advance(seconds)``. ``make_store`` takes no arguments: hand
-it what it needs from an autouse fixture. A store on a network server keeps the server's
+``close_store(store)`` and ``advance(seconds)``. ``make_store`` takes no arguments (the
+dead-letter suites' takes the name of a fresh queue, and need no ``advance``): hand it
+what it needs from an autouse fixture. A store on a network server keeps the server's
 time, which a test cannot move, so by default ``advance`` sleeps for real and the suite
 keeps its waits short (a few seconds in all); a store that takes a
 :class:`~invresilience.testing.ManualClock` moves it instead and sets
@@ -62,14 +66,17 @@ The suites use plain Python (no pytest import); a failed check raises
 from __future__ import annotations
 
 from .breaker import AsyncBreakerStoreContract, BreakerStoreContract
+from .dlq import AsyncDeadLetterStoreContract, DeadLetterStoreContract
 from .idempotency import AsyncIdempotencyStoreContract, IdempotencyStoreContract
 from .ratelimit import AsyncRateLimitStoreContract, RateLimitStoreContract
 
 __all__ = [
     "AsyncBreakerStoreContract",
+    "AsyncDeadLetterStoreContract",
     "AsyncIdempotencyStoreContract",
     "AsyncRateLimitStoreContract",
     "BreakerStoreContract",
+    "DeadLetterStoreContract",
     "IdempotencyStoreContract",
     "RateLimitStoreContract",
 ]
