@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JobHandler"]
 
-Fatal = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+Fatal = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
 
 def _callable(
@@ -345,9 +345,7 @@ class JobHandler:
         return None if self.idempotency is None else self.idempotency._sync_store()
 
     def _existing(self, job: _Prepared) -> DeadLetter | None:
-        letter_id = self._letter_id(job)
-        if letter_id is None:
-            return None
+        letter_id = cast("str", self._letter_id(job))  # a validated job always has its key
         return cast("DeadLetterQueue", self.dead_letters).get(letter_id)
 
     def _run(
@@ -519,9 +517,7 @@ class JobHandler:
         )
 
     async def _aexisting(self, job: _Prepared) -> DeadLetter | None:
-        letter_id = self._letter_id(job)
-        if letter_id is None:
-            return None
+        letter_id = cast("str", self._letter_id(job))  # a validated job always has its key
         queue = self.dead_letters
         if isinstance(queue, AsyncDeadLetterQueue):
             return await queue.get(letter_id)
