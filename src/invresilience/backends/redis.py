@@ -9,9 +9,13 @@
   state, a :class:`~invresilience.typing.BreakerStore` / :class:`~invresilience.typing.AsyncBreakerStore`.
 - :class:`RedisRateLimitStore` / :class:`AsyncRedisRateLimitStore` -- GCRA buckets, a
   :class:`~invresilience.typing.RateLimitStore` / :class:`~invresilience.typing.AsyncRateLimitStore`.
+- :class:`RedisDeadLetterStore` / :class:`AsyncRedisDeadLetterStore` -- the letters of a
+  dead-letter queue, a :class:`~invresilience.typing.DeadLetterStore` /
+  :class:`~invresilience.typing.AsyncDeadLetterStore`.
 
 Every operation is one ``EVALSHA`` (after a ``NOSCRIPT`` the script is loaded and the call
-made again), so it is atomic and costs one round trip; the idempotency batches
+made again), so it is atomic and costs one round trip -- except the dead-letter scans,
+which are a series of bounded ones (see below); the idempotency batches
 (``claim_many``, ``complete_many``) send all their ``EVALSHA`` in one pipeline, one round
 trip for the whole batch. Time is the server's: ``redis.call('TIME')``,
 allowed in scripts since Redis 5 replicates their effects rather than the script, and the
@@ -98,6 +102,37 @@ Durations longer than 10^9 s (about 31 years) are capped at that.
 Replies are read as raw bytes (redis-py's ``NEVER_DECODE``), so a client made with
 ``decode_responses=True`` works too and binary results round-trip either way.
 
+Dead-letter keys
+----------------
+
+Dead-letter queue *queue* under *prefix* (``invresilience:dlq`` by default;
+:class:`RedisBackend` uses ``<its prefix>:dlq``) owns these keys, all with the hash tag
+``{queue}`` so a cluster keeps them in one slot and can run the scripts::
+
+    <prefix>:{<queue>}:seq           string: the last sequence handed out (INCR)
+    <prefix>:{<queue>}:ids           zset: letter id -> sequence
+    <prefix>:{<queue>}:at            zset: letter id -> dead_lettered_at
+    <prefix>:{<queue>}:reasons       hash: reason -> how many letters have it
+    <prefix>:{<queue>}:letter:<id>   hash: one letter
+
+A letter's hash holds ``id``, ``reason``, ``attempts``, ``sequence``, the three times
+(an ``int`` as its digits, a ``float`` as its exact ``repr``), ``headers`` (JSON),
+``payload`` (the bytes as they are) and, when not ``None``, ``key``, ``fingerprint``,
+``error_type``, ``error_message`` and ``traceback`` (UTF-8). The counter is never
+decremented, so sequences are never reused, even once every letter is gone; an empty
+queue leaves nothing else behind. Letters do not expire in Redis: retention is
+:meth:`DeadLetterQueue.expire <invresilience.DeadLetterQueue.expire>`'s job.
+
+``add`` is one script: the id check, the cap (refusing, or deleting the lowest
+sequences), the ``INCR`` and the writes. ``get``, ``replace``, ``stats`` and ``delete``
+(per 500 ids) are one script each. ``count`` of everything, of reasons alone or of a
+time range alone reads the indexes in one call, and ``purge`` of everything or of a time
+range deletes from the ``at`` index 500 letters per call. Any other filter is applied by
+a scanning script that examines at most :data:`SCAN_CHUNK` letters in sequence order
+per call and answers where to continue, so a filter matching one letter of a million
+never blocks Redis: the client loops, and stops at the highest sequence the first call
+saw.
+
 .. versionadded:: 0.1.0
 """
 
@@ -105,12 +140,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 import operator
 import secrets
-from typing import TYPE_CHECKING, Any, Final, Literal
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
+import attrs
 from typing_extensions import Self, final
 
 from .._core import idempotency as rules
@@ -123,9 +161,25 @@ from .._core.breaker import (
     BreakerState,
     SharedBreakerState,
 )
-from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError
+from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
+from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
+from ..exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    DeadLetterQueueFullError,
+)
 from ..typing import DEFAULT_TTL
-from ._common import check_claim_args, check_lease, check_limit, check_namespace, check_ttl, lost
+from ._common import (
+    check_claim_args,
+    check_lease,
+    check_letter,
+    check_limit,
+    check_max_letters,
+    check_namespace,
+    check_ttl,
+    lost,
+)
 
 try:
     from redis.client import NEVER_DECODE
@@ -143,14 +197,17 @@ if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
+    from .._core.dlq import LetterFilter, Reason
     from .._core.idempotency import Claim, Lease
 
 __all__ = [
     "AsyncRedisBreakerStore",
+    "AsyncRedisDeadLetterStore",
     "AsyncRedisIdempotencyStore",
     "AsyncRedisRateLimitStore",
     "RedisBackend",
     "RedisBreakerStore",
+    "RedisDeadLetterStore",
     "RedisIdempotencyStore",
     "RedisRateLimitStore",
 ]
@@ -1353,6 +1410,594 @@ class AsyncRedisIdempotencyStore:
         """Do nothing: the client belongs to whoever made it, who closes it."""
 
 
+# -- the dead-letter script ---------------------------------------------------------------------
+
+DEAD_LETTER_LUA = r"""
+-- One DeadLetterStore operation on the letters of one queue (see the module documentation).
+-- KEYS: [1] the sequence counter, [2] ids by sequence (zset), [3] ids by dead_lettered_at
+-- (zset), [4] letters per reason (hash); add, get and replace: [5] the letter's hash.
+-- ARGV: [1] the operation, [2] the prefix of the letter hashes, then the operation's own.
+local SEQ, IDS, AT, REASONS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local op, base = ARGV[1], ARGV[2]
+
+-- Lua's tostring keeps 14 digits: sequences are written with %.0f.
+local function int(x) return string.format('%.0f', x) end
+
+local function tally(reason, n)
+  if redis.call('HINCRBY', REASONS, reason, n) <= 0 then redis.call('HDEL', REASONS, reason) end
+end
+
+-- Delete the letter *id* and its index entries; 1 if it was stored, else 0.
+local function forget(id)
+  local k = base .. id
+  local reason = redis.call('HGET', k, 'reason')
+  local removed = redis.call('ZREM', IDS, id)
+  redis.call('ZREM', AT, id)
+  redis.call('DEL', k)
+  if reason then tally(reason, -1) end
+  return removed
+end
+
+if op == 'add' then
+  -- ARGV [3] max_letters ('' for none), [4] '1' to evict the oldest, [5] id, [6] reason,
+  -- [7] dead_lettered_at, [8 ..] the letter's fields and values.
+  -- Reply: {0, the stored letter} id taken | {1, sequence, {evicted ids}} stored | {2} full.
+  local K = KEYS[5]
+  if redis.call('EXISTS', K) == 1 then return {0, redis.call('HGETALL', K)} end
+  local evicted = {}
+  if ARGV[3] ~= '' then
+    local max = tonumber(ARGV[3])
+    local n = redis.call('ZCARD', IDS)
+    if n >= max then
+      if ARGV[4] ~= '1' then return {2} end
+      local old = redis.call('ZRANGE', IDS, 0, n - max)
+      for i = 1, #old do
+        forget(old[i])
+        evicted[i] = old[i]
+      end
+    end
+  end
+  local seq = redis.call('INCR', SEQ)
+  redis.call('HSET', K, 'sequence', int(seq), unpack(ARGV, 8))
+  redis.call('ZADD', IDS, int(seq), ARGV[5])
+  redis.call('ZADD', AT, ARGV[7], ARGV[5])
+  tally(ARGV[6], 1)
+  return {1, seq, evicted}
+elseif op == 'get' then
+  return redis.call('HGETALL', KEYS[5])
+elseif op == 'replace' then
+  -- ARGV [3] id, [4] reason, [5] dead_lettered_at, [6 ..] fields and values. Reply: 1 or 0.
+  local K = KEYS[5]
+  local old = redis.call('HMGET', K, 'reason', 'sequence')
+  if not old[2] then return 0 end
+  redis.call('DEL', K)
+  redis.call('HSET', K, 'sequence', old[2], unpack(ARGV, 6))
+  redis.call('ZADD', AT, ARGV[5], ARGV[3])
+  if old[1] ~= ARGV[4] then
+    if old[1] then tally(old[1], -1) end
+    tally(ARGV[4], 1)
+  end
+  return 1
+elseif op == 'delete' then
+  -- ARGV [3 ..] ids. Reply: how many were stored.
+  local n = 0
+  for i = 3, #ARGV do n = n + forget(ARGV[i]) end
+  return n
+elseif op == 'stats' then
+  -- Reply: {total, {reason, count, ...}, oldest dead_lettered_at, newest dead_lettered_at}.
+  local function at(index)
+    local id = redis.call('ZRANGE', AT, index, index)[1]
+    if not id then return false end
+    return redis.call('HGET', base .. id, 'dead_lettered_at')
+  end
+  return {redis.call('ZCARD', IDS), redis.call('HGETALL', REASONS), at(0), at(-1)}
+elseif op == 'tally' then
+  -- ARGV [3] 'all' | 'reasons' (then [4 ..] reasons) | 'at' (then [4] min, [5] max).
+  local kind = ARGV[3]
+  if kind == 'all' then return redis.call('ZCARD', IDS) end
+  if kind == 'at' then return redis.call('ZCOUNT', AT, ARGV[4], ARGV[5]) end
+  local n = 0
+  for i = 4, #ARGV do n = n + (tonumber(redis.call('HGET', REASONS, ARGV[i])) or 0) end
+  return n
+elseif op == 'purge_at' then
+  -- ARGV [3] min, [4] max dead_lettered_at, [5] chunk. Reply: how many were deleted.
+  local ids = redis.call('ZRANGEBYSCORE', AT, ARGV[3], ARGV[4], 'LIMIT', 0, tonumber(ARGV[5]))
+  for i = 1, #ids do forget(ids[i]) end
+  return #ids
+elseif op == 'scan' then
+  -- Examine at most *chunk* letters with after < sequence <= top, in sequence order.
+  -- ARGV [3] 'list' | 'count' | 'purge', [4] after, [5] top ('': the counter now),
+  -- [6] matches wanted (0: all), [7] chunk, [8] byte budget for payloads (list),
+  -- [9] reasons ('|a|b|', '': any), [10] '1' when [11] is the key wanted,
+  -- [12] since, [13] before ('': none).
+  -- Reply: {last sequence examined, top, 1 when nothing is left, matches, {letters}}.
+  local mode, after, top = ARGV[3], ARGV[4], ARGV[5]
+  if top == '' then top = redis.call('GET', SEQ) or '0' end
+  local want, chunk, budget = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+  local reasons, keyed, key = ARGV[9], ARGV[10] == '1', ARGV[11]
+  local since, before = tonumber(ARGV[12]), tonumber(ARGV[13])
+  local page = redis.call('ZRANGEBYSCORE', IDS, '(' .. after, top, 'WITHSCORES', 'LIMIT', 0,
+                          chunk)
+  local done = (#page < 2 * chunk) and 1 or 0
+  local found, bytes, out = 0, 0, {}
+  for i = 1, #page, 2 do
+    local id = page[i]
+    after = page[i + 1]
+    local k = base .. id
+    local f = redis.call('HMGET', k, 'reason', 'key', 'dead_lettered_at')
+    local at = tonumber(f[3])
+    if f[1] and at
+        and (reasons == '' or string.find(reasons, '|' .. f[1] .. '|', 1, true))
+        and (not keyed or f[2] == key)
+        and (not since or at >= since) and (not before or at < before) then
+      found = found + 1
+      if mode == 'list' then
+        out[#out + 1] = redis.call('HGETALL', k)
+        bytes = bytes + redis.call('HSTRLEN', k, 'payload')
+      elseif mode == 'purge' then
+        forget(id)
+      end
+      if (want > 0 and found >= want) or bytes >= budget then
+        if i + 1 < #page then done = 0 end
+        break
+      end
+    end
+  end
+  return {after, top, done, found, out}
+end
+return redis.error_reply('invresilience: unknown dead-letter operation ' .. tostring(op))
+"""
+
+#: The SHA1 that ``EVALSHA`` names :data:`DEAD_LETTER_LUA` by.
+DEAD_LETTER_SHA: Final = hashlib.sha1(DEAD_LETTER_LUA.encode()).hexdigest()
+
+#: Letters one scanning script call examines at most (list, count and purge by filter).
+SCAN_CHUNK: Final = 500
+# A listing call stops early once the payloads it returns reach this many bytes.
+_LIST_BYTES: Final = 4 << 20
+_OPTIONAL_TEXT: Final = ("key", "fingerprint", "error_type", "error_message", "traceback")
+_TIMES: Final = ("first_failed_at", "last_failed_at", "dead_lettered_at")
+
+_T = TypeVar("_T")
+# A store operation as a plan: it yields the commands to run and receives their replies,
+# so the sync and async stores share every decision and differ only in how they send.
+_Plan = Generator[_Command, Any, _T]
+
+
+def _text(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")
+
+
+def _untext(value: bytes) -> str:
+    return bytes(value).decode("utf-8", "surrogatepass")
+
+
+def _number(value: object) -> str:
+    """A time as the letter hash keeps it: ints as ints, floats by their exact ``repr``."""
+    if isinstance(value, float):
+        return repr(value)
+    return str(operator.index(cast("int", value)))
+
+
+def _unnumber(value: bytes) -> float:
+    text = bytes(value).decode("ascii")
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _letter_fields(letter: DeadLetter) -> list[str | bytes]:
+    """*letter*'s hash fields and values (not its sequence, queue or absent ``None`` fields)."""
+    out: list[str | bytes] = ["id", letter.id, "reason", letter.reason]
+    for name in _OPTIONAL_TEXT:
+        value = getattr(letter, name)
+        if value is not None:
+            out += [name, _text(value)]
+    out += ["attempts", str(letter.attempts)]
+    for name in _TIMES:
+        out += [name, _number(getattr(letter, name))]
+    out += ["headers", json.dumps(dict(letter.headers), separators=(",", ":"))]
+    out += ["payload", letter.payload]
+    return out
+
+
+def _decode_letter(queue: str, row: Sequence[Any]) -> DeadLetter:
+    """The letter a flat ``HGETALL`` reply holds."""
+    fields = {_untext(row[i]): bytes(row[i + 1]) for i in range(0, len(row) - 1, 2)}
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return None if value is None else _untext(value)
+
+    try:
+        return DeadLetter(
+            id=_untext(fields["id"]),
+            queue=queue,
+            payload=fields.get("payload", b""),
+            reason=cast("Reason", _untext(fields["reason"])),
+            key=text("key"),
+            fingerprint=text("fingerprint"),
+            error_type=text("error_type"),
+            error_message=text("error_message"),
+            traceback=text("traceback"),
+            attempts=int(fields["attempts"]),
+            first_failed_at=_unnumber(fields["first_failed_at"]),
+            last_failed_at=_unnumber(fields["last_failed_at"]),
+            dead_lettered_at=_unnumber(fields["dead_lettered_at"]),
+            headers=json.loads(fields.get("headers", b"{}")),
+            sequence=int(fields["sequence"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise BackendError(f"dead-letter queue {queue!r}: a stored letter is malformed") from exc
+
+
+@final
+@attrs.frozen
+class _Queue:
+    """The keys of one dead-letter queue, and the commands on them."""
+
+    name: str
+    counter: str
+    ids: str
+    at: str
+    reasons: str
+    letters: str
+
+    @classmethod
+    def of(cls, store: str, prefix: str, queue: str) -> _Queue:
+        prefix = _check_name(f"{store}.prefix", prefix)
+        if "{}" in prefix:
+            # An empty hash tag would scatter a queue's keys over a cluster's slots.
+            raise ConfigurationError(f"{store}.prefix", prefix, "must not contain '{}'")
+        name = check_namespace(f"{store}.queue", queue)
+        base = f"{prefix}:{{{name}}}:"
+        return cls(
+            name, base + "seq", base + "ids", base + "at", base + "reasons", base + "letter:"
+        )
+
+    def command(self, operation: str, *args: Any, letter: str | None = None) -> _Command:
+        keys = [self.counter, self.ids, self.at, self.reasons]
+        if letter is not None:
+            keys.append(self.letters + letter)
+        return ("EVALSHA", DEAD_LETTER_SHA, len(keys), *keys, operation, self.letters, *args)
+
+    # -- the plans --
+
+    def add(self, letter: DeadLetter, max_letters: int | None, evict_oldest: bool) -> _Plan[Added]:
+        check_letter(letter, self.name)
+        check_max_letters(max_letters)
+        reply = yield self.command(
+            "add",
+            "" if max_letters is None else str(max_letters),
+            "1" if evict_oldest else "0",
+            letter.id,
+            letter.reason,
+            _number(letter.dead_lettered_at),
+            *_letter_fields(letter),
+            letter=letter.id,
+        )
+        code = int(reply[0])
+        if code == 0:
+            return Added(letter=_decode_letter(self.name, reply[1]), created=False)
+        if code == 2:
+            raise DeadLetterQueueFullError(self.name, cast("int", max_letters))
+        return Added(
+            letter=attrs.evolve(letter, sequence=int(reply[1])),
+            created=True,
+            evicted=tuple(_untext(letter_id) for letter_id in reply[2]),
+        )
+
+    def get(self, letter_id: str) -> _Plan[DeadLetter | None]:
+        if check_letter_id(letter_id) is not None:
+            return None  # no letter can have that id
+        reply = yield self.command("get", letter=letter_id)
+        return _decode_letter(self.name, reply) if reply else None
+
+    def scan(
+        self, mode: str, where: LetterFilter, after: int, want: int
+    ) -> _Plan[tuple[int, list[DeadLetter]]]:
+        """Run the scanning script chunk by chunk: the matches (counted, or listed)."""
+        found = 0
+        letters: list[DeadLetter] = []
+        top = ""
+        reasons = "" if where.reasons is None else "|" + "|".join(sorted(where.reasons)) + "|"
+        while True:
+            reply = yield self.command(
+                "scan",
+                mode,
+                str(after),
+                top,
+                str(want - found if want else 0),
+                str(SCAN_CHUNK),
+                str(_LIST_BYTES),
+                reasons,
+                "0" if where.key is None else "1",
+                b"" if where.key is None else _text(where.key),
+                "" if where.since is None else _number(where.since),
+                "" if where.before is None else _number(where.before),
+            )
+            last, top_reply, done, matches, rows = reply
+            found += int(matches)
+            letters += [_decode_letter(self.name, row) for row in rows]
+            if int(done) or (want and found >= want):
+                return found, letters
+            after, top = int(last), bytes(top_reply).decode("ascii")
+
+    def list(self, where: LetterFilter, after: int, limit: int) -> _Plan[list[DeadLetter]]:
+        check_limit(limit)
+        after = operator.index(after)
+        if where.reasons is not None and not where.reasons:
+            return []
+        return (yield from self.scan("list", where, after, limit))[1]
+
+    def count(self, where: LetterFilter) -> _Plan[int]:
+        if where.reasons is not None and not where.reasons:
+            return 0
+        if where.is_everything:
+            return int((yield self.command("tally", "all")))
+        if where.key is None and where.since is None and where.before is None:
+            return int(
+                (yield self.command("tally", "reasons", *sorted(cast("Any", where.reasons))))
+            )
+        if where.key is None and where.reasons is None:
+            return int((yield self.command("tally", "at", *_score_range(where))))
+        return (yield from self.scan("count", where, 0, 0))[0]
+
+    def stats(self) -> _Plan[QueueStats]:
+        total, reasons, oldest, newest = yield self.command("stats")
+        counts = {_untext(reasons[i]): int(reasons[i + 1]) for i in range(0, len(reasons), 2)}
+        return QueueStats(
+            total=int(total),
+            by_reason={r: counts[r] for r in REASONS if counts.get(r)},
+            oldest=None if oldest is None else _unnumber(oldest),
+            newest=None if newest is None else _unnumber(newest),
+        )
+
+    def replace(self, letter: DeadLetter) -> _Plan[bool]:
+        check_letter(letter, self.name)
+        reply = yield self.command(
+            "replace",
+            letter.id,
+            letter.reason,
+            _number(letter.dead_lettered_at),
+            *_letter_fields(letter),
+            letter=letter.id,
+        )
+        return bool(int(reply))
+
+    def delete(self, letter_ids: Sequence[str]) -> _Plan[int]:
+        ids = sorted({i for i in letter_ids if check_letter_id(i) is None})
+        deleted = 0
+        for start in range(0, len(ids), SCAN_CHUNK):
+            deleted += int((yield self.command("delete", *ids[start : start + SCAN_CHUNK])))
+        return deleted
+
+    def purge(self, where: LetterFilter) -> _Plan[int]:
+        if where.reasons is not None and not where.reasons:
+            return 0
+        if where.reasons is not None or where.key is not None:
+            return (yield from self.scan("purge", where, 0, 0))[0]
+        # Everything, or a time range: straight from the index by dead_lettered_at.
+        low, high = _score_range(where)
+        deleted = 0
+        while True:
+            n = int((yield self.command("purge_at", low, high, str(SCAN_CHUNK))))
+            deleted += n
+            if n < SCAN_CHUNK:
+                return deleted
+
+
+def _score_range(where: LetterFilter) -> tuple[str, str]:
+    """``ZCOUNT`` / ``ZRANGEBYSCORE`` bounds for ``since <= dead_lettered_at < before``."""
+    low = "-inf" if where.since is None else _number(where.since)
+    high = "+inf" if where.before is None else "(" + _number(where.before)
+    return low, high
+
+
+@final
+class RedisDeadLetterStore:
+    """A :class:`~invresilience.typing.DeadLetterStore` in Redis, shared by every process.
+
+    The letters of *queue* live in a few keys sharing one hash tag (the module
+    documentation describes them). :meth:`add`, :meth:`get`, :meth:`replace`,
+    :meth:`stats` and :meth:`delete` (per 500 ids) are each one atomic Lua script; a
+    filtered :meth:`list`, :meth:`count` or :meth:`purge` examines at most
+    :data:`SCAN_CHUNK` letters per script call and continues in further calls, so
+    Redis is never blocked by a long queue. Those are therefore not one snapshot:
+    letters stored while they run may or may not be seen.
+
+    The store does not own *client*: :meth:`close` leaves it open.
+
+    Args:
+        client: A ``redis.Redis`` client; ``decode_responses`` may be either.
+        queue: The queue's name (1 to 100 letters, digits or ``_.:-``).
+        prefix: Prepended to every key (non-empty, printable, at most 200 characters,
+            without ``{}``).
+
+    Raises:
+        ConfigurationError: *queue* or *prefix* is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_queue", "client", "prefix", "queue")
+
+    def __init__(
+        self, client: redis.Redis, queue: str = "default", *, prefix: str = "invresilience:dlq"
+    ) -> None:
+        self.client = client
+        self._queue = _Queue.of("RedisDeadLetterStore", prefix, queue)
+        self.prefix = prefix
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"RedisDeadLetterStore({self.queue!r}, prefix={self.prefix!r})"
+
+    def _eval(self, operation: str, command: _Command) -> Any:
+        execute: Callable[..., Any] = self.client.execute_command
+        try:
+            try:
+                return execute(*command, **_RAW)
+            except NoScriptError:
+                self.client.script_load(DEAD_LETTER_LUA)
+                return execute(*command, **_RAW)
+        except RedisError as exc:
+            raise _backend_error("RedisDeadLetterStore", operation, exc) from exc
+
+    def _run(self, operation: str, plan: _Plan[_T]) -> _T:
+        reply: Any = None
+        while True:
+            try:
+                command = plan.send(reply)
+            except StopIteration as stop:
+                return cast("_T", stop.value)
+            reply = self._eval(operation, command)
+
+    def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`~invresilience.typing.DeadLetterStore.add`; one atomic script.
+
+        Raises:
+            DeadLetterQueueFullError: The queue holds *max_letters* letters and
+                *evict_oldest* is false; nothing changed.
+            ConfigurationError: *letter* is not a letter of this queue, or *max_letters*
+                is invalid.
+            BackendUnavailableError: Redis could not be reached.
+            BackendError: Redis failed otherwise.
+        """
+        return self._run("add", self._queue.add(letter, max_letters, evict_oldest))
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`~invresilience.typing.DeadLetterStore.get`."""
+        return self._run("get", self._queue.get(letter_id))
+
+    def list(self, where: LetterFilter, *, after: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`~invresilience.typing.DeadLetterStore.list`; chunked (see above)."""
+        return self._run("list", self._queue.list(where, after, limit))
+
+    def count(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.count`.
+
+        Everything, reasons alone or a time range alone are counted from the indexes in
+        one call; a key or a combination is counted chunk by chunk.
+        """
+        return self._run("count", self._queue.count(where))
+
+    def stats(self) -> QueueStats:
+        """See :meth:`~invresilience.typing.DeadLetterStore.stats`; one call."""
+        return self._run("stats", self._queue.stats())
+
+    def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`~invresilience.typing.DeadLetterStore.replace`; one atomic script."""
+        return self._run("replace", self._queue.replace(letter))
+
+    def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.delete`; one script per 500 ids."""
+        return self._run("delete", self._queue.delete(letter_ids))
+
+    def purge(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.purge`; chunked (see above)."""
+        return self._run("purge", self._queue.purge(where))
+
+    def close(self) -> None:
+        """Do nothing: the client belongs to whoever made it, who closes it."""
+
+
+@final
+class AsyncRedisDeadLetterStore:
+    """The async twin of :class:`RedisDeadLetterStore`: same keys, same script.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` client; ``decode_responses`` may be either.
+        queue: The queue's name (1 to 100 letters, digits or ``_.:-``).
+        prefix: Prepended to every key (non-empty, printable, at most 200 characters,
+            without ``{}``).
+
+    Raises:
+        ConfigurationError: *queue* or *prefix* is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_queue", "client", "prefix", "queue")
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        queue: str = "default",
+        *,
+        prefix: str = "invresilience:dlq",
+    ) -> None:
+        self.client = client
+        self._queue = _Queue.of("AsyncRedisDeadLetterStore", prefix, queue)
+        self.prefix = prefix
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisDeadLetterStore({self.queue!r}, prefix={self.prefix!r})"
+
+    async def _eval(self, operation: str, command: _Command) -> Any:
+        execute: Callable[..., Awaitable[Any]] = self.client.execute_command
+        try:
+            try:
+                return await execute(*command, **_RAW)
+            except NoScriptError:
+                await self.client.script_load(DEAD_LETTER_LUA)
+                return await execute(*command, **_RAW)
+        except RedisError as exc:
+            raise _backend_error("AsyncRedisDeadLetterStore", operation, exc) from exc
+
+    async def _run(self, operation: str, plan: _Plan[_T]) -> _T:
+        reply: Any = None
+        while True:
+            try:
+                command = plan.send(reply)
+            except StopIteration as stop:
+                return cast("_T", stop.value)
+            reply = await self._eval(operation, command)
+
+    async def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`RedisDeadLetterStore.add`."""
+        return await self._run("add", self._queue.add(letter, max_letters, evict_oldest))
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`RedisDeadLetterStore.get`."""
+        return await self._run("get", self._queue.get(letter_id))
+
+    async def list(
+        self, where: LetterFilter, *, after: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """See :meth:`RedisDeadLetterStore.list`."""
+        return await self._run("list", self._queue.list(where, after, limit))
+
+    async def count(self, where: LetterFilter) -> int:
+        """See :meth:`RedisDeadLetterStore.count`."""
+        return await self._run("count", self._queue.count(where))
+
+    async def stats(self) -> QueueStats:
+        """See :meth:`RedisDeadLetterStore.stats`."""
+        return await self._run("stats", self._queue.stats())
+
+    async def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`RedisDeadLetterStore.replace`."""
+        return await self._run("replace", self._queue.replace(letter))
+
+    async def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`RedisDeadLetterStore.delete`."""
+        return await self._run("delete", self._queue.delete(letter_ids))
+
+    async def purge(self, where: LetterFilter) -> int:
+        """See :meth:`RedisDeadLetterStore.purge`."""
+        return await self._run("purge", self._queue.purge(where))
+
+    async def close(self) -> None:
+        """Do nothing: the client belongs to whoever made it, who closes it."""
+
+
 # -- the backend ------------------------------------------------------------------------------
 
 
@@ -1396,8 +2041,9 @@ class RedisBackend:
     never close the client either.
 
     The keys: ``<prefix>:idem:<namespace>:<key>`` for idempotency records,
-    ``<prefix>:breaker:{<name>}...`` for breakers and ``<prefix>:ratelimit:<key>`` for
-    rate-limit buckets (the module documentation describes each).
+    ``<prefix>:breaker:{<name>}...`` for breakers, ``<prefix>:ratelimit:<key>`` for
+    rate-limit buckets and ``<prefix>:dlq:{<queue>}:...`` for dead-letter queues (the
+    module documentation describes each).
 
     An async client is bound to the event loop it first runs in: use the async stores of
     one backend from one event loop, and close it there with :meth:`aclose`.
@@ -1529,6 +2175,56 @@ class RedisBackend:
         .. versionadded:: 0.1.0
         """
         return AsyncRedisRateLimitStore(self.async_client, prefix=f"{self.prefix}:ratelimit")
+
+    def dead_letter_store(self, queue: str) -> RedisDeadLetterStore:
+        """A :class:`RedisDeadLetterStore` for *queue* on this server, keys under ``<prefix>:dlq``.
+
+        Raises:
+            ConfigurationError: *queue* is not 1 to 100 letters, digits or ``_.:-``.
+
+        .. versionadded:: 0.1.0
+        """
+        return RedisDeadLetterStore(self.client, queue, prefix=f"{self.prefix}:dlq")
+
+    def async_dead_letter_store(self, queue: str) -> AsyncRedisDeadLetterStore:
+        """An :class:`AsyncRedisDeadLetterStore` over the letters of :meth:`dead_letter_store`.
+
+        Raises:
+            ConfigurationError: *queue* is invalid, or the backend was built around a
+                sync client and no *async_client*.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncRedisDeadLetterStore(self.async_client, queue, prefix=f"{self.prefix}:dlq")
+
+    def dead_letter_queue(self, queue: str, **options: Any) -> DeadLetterQueue:
+        """A :class:`~invresilience.DeadLetterQueue` over :meth:`dead_letter_store`.
+
+        Args:
+            queue: The queue's name.
+            **options: Go to the :class:`~invresilience.DeadLetterQueue` constructor
+                (``codec``, ``redact``, ``max_letters``, ``when_full``, ...).
+
+        Returns:
+            The queue; closing it leaves the backend's client open.
+
+        .. versionadded:: 0.1.0
+        """
+        return DeadLetterQueue(self.dead_letter_store(queue), **options)
+
+    def async_dead_letter_queue(self, queue: str, **options: Any) -> AsyncDeadLetterQueue:
+        """An :class:`~invresilience.AsyncDeadLetterQueue` over :meth:`async_dead_letter_store`.
+
+        Args:
+            queue: The queue's name.
+            **options: Go to the :class:`~invresilience.AsyncDeadLetterQueue` constructor.
+
+        Returns:
+            The queue; closing it leaves the backend's clients open.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncDeadLetterQueue(self.async_dead_letter_store(queue), **options)
 
     def close(self) -> None:
         """Close the sync client if the backend made it.
