@@ -4,34 +4,60 @@
   records, an :class:`~invresilience.typing.IdempotencyStore` /
   :class:`~invresilience.typing.AsyncIdempotencyStore`, plus
   :meth:`SqliteIdempotencyStore.transaction` for exactly-once effects on local state.
-- :class:`SqliteBackend` -- one database file, its URL and the stores made on it.
+- :class:`SqliteDeadLetterStore` / :class:`AsyncSqliteDeadLetterStore` -- the letters of
+  a dead-letter queue, a :class:`~invresilience.typing.DeadLetterStore` /
+  :class:`~invresilience.typing.AsyncDeadLetterStore`.
+- :class:`SqliteBackend` -- one database file, its URL and the stores (and dead-letter
+  queues) made on it.
 
-Every operation but ``complete`` is one ``BEGIN IMMEDIATE`` transaction: it reads the
-key's row, applies the rule of :mod:`invresilience._core.idempotency` (the same functions
-the memory store calls) and writes the row back before ``COMMIT``. ``complete`` is a
-single ``UPDATE`` whose ``WHERE`` is that module's ``holds`` rule (pending, same fence and
-token, not expired), atomic by itself. A claim first tries a plain ``INSERT OR IGNORE``
-of the record a never-seen key gets, and reads the row only if one was there.
-``claim_many`` and ``complete_many`` do a whole
-batch in one transaction. Records are timed on the store clock's ``wall()``
-(seconds since the epoch), so processes on one host agree on when a lease runs out.
+Idempotency: every operation but ``complete`` is one ``BEGIN IMMEDIATE`` transaction: it
+reads the key's row, applies the rule of :mod:`invresilience._core.idempotency` (the same
+functions the memory store calls) and writes the row back before ``COMMIT``. ``complete``
+is a single ``UPDATE`` whose ``WHERE`` is that module's ``holds`` rule (pending, same
+fence and token, not expired), atomic by itself. A claim first tries a plain ``INSERT OR
+IGNORE`` of the record a never-seen key gets, and reads the row only if one was there.
+``claim_many`` and ``complete_many`` do a whole batch in one transaction. Records are
+timed on the store clock's ``wall()`` (seconds since the epoch), so processes on one
+host agree on when a lease runs out.
+
+Dead letters: ``add`` is one ``BEGIN IMMEDIATE`` transaction (the id check, the cap and
+its eviction, the next sequence, the insert); ``list``, ``count``, ``stats``,
+``replace`` and ``purge`` are one statement each, their ``WHERE`` built from the
+:class:`~invresilience.typing.LetterFilter` with parameters only.
 
 Schema
 ------
 
-Two tables, named after *table_prefix* (``invresilience`` by default)::
+Tables named after *table_prefix* (``invresilience`` by default)::
 
-    <prefix>_schema       component TEXT PRIMARY KEY, version INTEGER
-    <prefix>_idempotency  namespace, key, fingerprint, state, fence, token,
-                          lease_until REAL, expires_at REAL, result BLOB,
-                          PRIMARY KEY (namespace, key)
+    <prefix>_schema         component TEXT PRIMARY KEY, version INTEGER
+    <prefix>_idempotency    namespace, key, fingerprint, state, fence, token,
+                            lease_until REAL, expires_at REAL, result BLOB,
+                            PRIMARY KEY (namespace, key)
+    <prefix>_dead_letters   queue, id, sequence INTEGER, reason, key, fingerprint,
+                            error_type, error_message, traceback, attempts INTEGER,
+                            first_failed_at REAL, last_failed_at REAL,
+                            dead_lettered_at REAL, headers (JSON text), payload BLOB,
+                            PRIMARY KEY (queue, id)
+    <prefix>_dead_letter_sequences
+                            queue TEXT PRIMARY KEY, last INTEGER
 
 with the index ``<prefix>_idempotency_expires`` on ``(namespace, expires_at)`` for
-:meth:`~SqliteIdempotencyStore.purge_expired`. The first store to open a database creates
-them and records the ``idempotency`` component at :data:`SCHEMA_VERSION`; a database
-recorded at a version newer than this code knows is refused with a
-:exc:`~invresilience.exceptions.BackendError` rather than misread. Several namespaces
-share one table, each seeing only its own rows.
+:meth:`~SqliteIdempotencyStore.purge_expired`, and on the letters a unique index on
+``(queue, sequence)`` and indexes on ``(queue, key)`` and ``(queue, dead_lettered_at)``.
+A letter's sequence comes from its queue's counter in ``<prefix>_dead_letter_sequences``,
+which deleting letters never winds back. Text that UTF-8 cannot carry (lone surrogates,
+as in the message of an error about an undecodable file name) is kept as its
+``surrogatepass`` encoding, in a BLOB, and read back as it was.
+
+Each kind of store is a *component* of the schema, versioned in its own
+``<prefix>_schema`` row: ``idempotency`` at :data:`SCHEMA_VERSION`,
+``dead_letters`` at :data:`DEAD_LETTER_SCHEMA_VERSION`. The first store of a kind to
+open a database creates (or brings up to date) that component's tables, so a file
+written before dead letters existed gains their tables when a dead-letter store first
+opens it. A database recording a component at a version newer than this code knows is
+refused with a :exc:`~invresilience.exceptions.BackendError` rather than misread.
+Several namespaces (queues) share one table, each seeing only its own rows.
 
 Durability and many processes
 -----------------------------
@@ -58,6 +84,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
@@ -65,18 +92,29 @@ import secrets
 import sqlite3
 import threading
 import weakref
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
+import attrs
 from typing_extensions import final
 
 from .._clock import SYSTEM_CLOCK
 from .._core import idempotency as rules
-from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError, IdempotencyError
+from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
+from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
+from ..exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    DeadLetterQueueFullError,
+    IdempotencyError,
+)
 from ..typing import DEFAULT_TTL
 from ._common import (
     check_claim_args,
     check_lease,
+    check_letter,
     check_limit,
+    check_max_letters,
     check_namespace,
     check_ttl,
     lost,
@@ -86,13 +124,17 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from types import TracebackType
 
+    from .._core.dlq import LetterFilter
     from .._core.idempotency import Claim, Lease, Record
     from ..typing import Clock
 
 __all__ = [
+    "DEAD_LETTER_SCHEMA_VERSION",
     "SCHEMA_VERSION",
+    "AsyncSqliteDeadLetterStore",
     "AsyncSqliteIdempotencyStore",
     "SqliteBackend",
+    "SqliteDeadLetterStore",
     "SqliteIdempotencyStore",
     "SqliteTransaction",
 ]
@@ -100,37 +142,87 @@ __all__ = [
 #: The version of the idempotency tables this code writes (``<prefix>_schema`` row
 #: ``idempotency``).
 SCHEMA_VERSION: Final = 1
+#: The version of the dead-letter tables this code writes (``<prefix>_schema`` row
+#: ``dead_letters``).
+DEAD_LETTER_SCHEMA_VERSION: Final = 1
 
 _Durability = Literal["normal", "full"]
 
-_COMPONENT: Final = "idempotency"
+_IDEMPOTENCY: Final = "idempotency"
+_DEAD_LETTERS: Final = "dead_letters"
 _MEMORY: Final = ":memory:"
 _URL_PREFIX: Final = "sqlite:///"
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
 # Primary result codes (the low byte of an extended code) of a database another
 # connection holds: SQLITE_BUSY and SQLITE_LOCKED.
 _BUSY_CODES: Final = (5, 6)
+# The largest value of an SQLite INTEGER.
+_INT64_MAX: Final = (1 << 63) - 1
+# Ids per DELETE ... IN (...) (SQLite before 3.32 allows 999 parameters a statement).
+_DELETE_BATCH: Final = 500
 
-# Statements that bring the tables from version N - 1 to N, at index N - 1. ``{p}`` is the
-# table prefix, already checked to be a plain identifier.
-_MIGRATIONS: Final = (
-    (
-        """CREATE TABLE IF NOT EXISTS "{p}_idempotency" (
-            namespace TEXT NOT NULL,
-            "key" TEXT NOT NULL,
-            fingerprint TEXT NOT NULL,
-            state TEXT NOT NULL CHECK (state IN ('pending', 'completed', 'released')),
-            fence INTEGER NOT NULL,
-            token TEXT NOT NULL,
-            lease_until REAL NOT NULL,
-            expires_at REAL NOT NULL,
-            result BLOB,
-            PRIMARY KEY (namespace, "key")
-        )""",
-        """CREATE INDEX IF NOT EXISTS "{p}_idempotency_expires"
-            ON "{p}_idempotency" (namespace, expires_at)""",
+# Each component of the schema (a store kind) is versioned on its own, in its own row of
+# <prefix>_schema, so a store creates only its own tables and an older invresilience that
+# knows one component keeps working on a file another store added a component to.
+# Statements that bring a component's tables from version N - 1 to N, at index N - 1.
+# ``{p}`` is the table prefix, already checked to be a plain identifier.
+_MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
+    _IDEMPOTENCY: (
+        (
+            """CREATE TABLE IF NOT EXISTS "{p}_idempotency" (
+                namespace TEXT NOT NULL,
+                "key" TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending', 'completed', 'released')),
+                fence INTEGER NOT NULL,
+                token TEXT NOT NULL,
+                lease_until REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                result BLOB,
+                PRIMARY KEY (namespace, "key")
+            )""",
+            """CREATE INDEX IF NOT EXISTS "{p}_idempotency_expires"
+                ON "{p}_idempotency" (namespace, expires_at)""",
+        ),
     ),
-)
+    _DEAD_LETTERS: (
+        (
+            # Text columns hold TEXT, or (for text with lone surrogates, which UTF-8
+            # cannot carry) its "surrogatepass" encoding as a BLOB: see _text_in.
+            """CREATE TABLE IF NOT EXISTS "{p}_dead_letters" (
+                queue TEXT NOT NULL,
+                id TEXT NOT NULL,
+                sequence INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                "key" TEXT,
+                fingerprint TEXT,
+                error_type TEXT,
+                error_message TEXT,
+                traceback TEXT,
+                attempts INTEGER NOT NULL,
+                first_failed_at REAL NOT NULL,
+                last_failed_at REAL NOT NULL,
+                dead_lettered_at REAL NOT NULL,
+                headers TEXT NOT NULL,
+                payload BLOB NOT NULL,
+                PRIMARY KEY (queue, id)
+            )""",
+            """CREATE UNIQUE INDEX IF NOT EXISTS "{p}_dead_letters_sequence"
+                ON "{p}_dead_letters" (queue, sequence)""",
+            """CREATE INDEX IF NOT EXISTS "{p}_dead_letters_key"
+                ON "{p}_dead_letters" (queue, "key")""",
+            """CREATE INDEX IF NOT EXISTS "{p}_dead_letters_time"
+                ON "{p}_dead_letters" (queue, dead_lettered_at)""",
+            # The last sequence each queue handed out: kept when its letters are deleted,
+            # so a sequence is never reused.
+            """CREATE TABLE IF NOT EXISTS "{p}_dead_letter_sequences" (
+                queue TEXT PRIMARY KEY,
+                last INTEGER NOT NULL
+            )""",
+        ),
+    ),
+}
+_VERSIONS: Final = {_IDEMPOTENCY: SCHEMA_VERSION, _DEAD_LETTERS: DEAD_LETTER_SCHEMA_VERSION}
 
 
 # -- argument checks ----------------------------------------------------------------------------
@@ -230,6 +322,125 @@ def _connect(path: str, durability: _Durability, busy_timeout: float) -> sqlite3
     return connection
 
 
+class _Database:
+    """One store's connection to its database file: what every SQLite store shares.
+
+    Opens the connection (WAL, durability, busy timeout), brings the store's component
+    of the schema up to date, and runs the store's operations under one lock: a
+    ``BEGIN IMMEDIATE`` transaction (:meth:`immediate`) or a statement atomic by itself
+    (:meth:`autocommit`), with driver errors mapped and chained.
+
+    Args:
+        owner: The store's ``repr``, for error messages.
+        component: The schema component the store uses (a key of ``_MIGRATIONS``).
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        path: str,
+        table_prefix: str,
+        durability: _Durability,
+        busy_timeout: float,
+        component: str,
+    ) -> None:
+        self.owner = owner
+        # Re-entrant, so that a store call inside the idempotency store's own
+        # transaction() gets a clear error rather than a deadlock.
+        self.lock = threading.RLock()
+        self.connection: sqlite3.Connection | None = None
+        try:
+            self.connection = _connect(path, durability, busy_timeout)
+        except sqlite3.Error as exc:
+            raise _error(f"{owner}: opening", exc) from exc
+        try:
+            self._migrate(table_prefix, component)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self.connection is None
+
+    def open(self, operation: str) -> sqlite3.Connection:
+        """The connection, outside any transaction; call under :attr:`lock`."""
+        connection = self.connection
+        if connection is None:
+            raise BackendError(f"{self.owner}.{operation}: the store is closed")
+        if connection.in_transaction:
+            raise BackendError(
+                f"{self.owner}.{operation}: called inside this store's transaction(); "
+                "complete through the transaction's complete(), or use another store"
+            )
+        return connection
+
+    @contextlib.contextmanager
+    def immediate(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock, rolled back on any error."""
+        with self.lock:
+            connection = self.open(operation)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(connection)
+                if isinstance(exc, sqlite3.Error):
+                    raise _error(f"{self.owner}.{operation}", exc) from exc
+                raise
+
+    @contextlib.contextmanager
+    def autocommit(self, operation: str) -> Iterator[sqlite3.Connection]:
+        """The connection for one statement that is atomic by itself, under the lock."""
+        with self.lock:
+            connection = self.open(operation)
+            try:
+                yield connection
+            except sqlite3.Error as exc:
+                raise _error(f"{self.owner}.{operation}", exc) from exc
+
+    def _migrate(self, prefix: str, component: str) -> None:
+        latest = _VERSIONS[component]
+        with self.immediate("open") as connection:
+            connection.execute(
+                f'CREATE TABLE IF NOT EXISTS "{prefix}_schema"'
+                " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+            )
+            row = connection.execute(
+                f'SELECT version FROM "{prefix}_schema" WHERE component = ?', (component,)
+            ).fetchone()
+            current = 0 if row is None else row[0]
+            if not (isinstance(current, int) and 0 <= current <= latest):
+                raise BackendError(
+                    f"{self.owner}: table {prefix}_schema records {component} schema version "
+                    f"{current!r}, but this invresilience knows versions up to "
+                    f"{latest}: upgrade invresilience, or use another table_prefix"
+                )
+            for version in range(current + 1, latest + 1):
+                for statement in _MIGRATIONS[component][version - 1]:
+                    connection.execute(statement.format(p=prefix))
+                connection.execute(
+                    f'INSERT OR REPLACE INTO "{prefix}_schema" (component, version) VALUES (?, ?)',
+                    (component, version),
+                )
+
+    def close(self) -> None:
+        """Close the connection (waiting for a running operation); again is a no-op."""
+        with self.lock:
+            connection = self.connection
+            if connection is None:
+                return
+            if connection.in_transaction:
+                # Only this thread can be inside a transaction while holding the lock.
+                raise BackendError(
+                    f"{self.owner}.close: called inside this store's transaction(); "
+                    "close the store after the with block"
+                )
+            self.connection = None
+            connection.close()
+
+
 # -- the sync store -----------------------------------------------------------------------------
 
 
@@ -282,9 +493,6 @@ class SqliteIdempotencyStore:
         self.durability = _check_durability(f"{name}.durability", durability)
         self.busy_timeout = _check_busy_timeout(f"{name}.busy_timeout", busy_timeout)
         self.clock = clock
-        # Re-entrant, so that a store call inside this store's own transaction() gets a
-        # clear error rather than a deadlock.
-        self._lock = threading.RLock()
         table = f'"{self.table_prefix}_idempotency"'
         self._select = (
             "SELECT fingerprint, state, fence, token, lease_until, expires_at, result"
@@ -309,16 +517,14 @@ class SqliteIdempotencyStore:
             f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
             " WHERE namespace = ? AND expires_at <= ? LIMIT ?)"
         )
-        self._connection: sqlite3.Connection | None = None
-        try:
-            self._connection = _connect(self.path, self.durability, self.busy_timeout)
-        except sqlite3.Error as exc:
-            raise _error(f"{self!r}: opening", exc) from exc
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
+        self._db = _Database(
+            repr(self),
+            self.path,
+            self.table_prefix,
+            self.durability,
+            self.busy_timeout,
+            _IDEMPOTENCY,
+        )
 
     def __repr__(self) -> str:
         return f"SqliteIdempotencyStore({self.path!r}, namespace={self.namespace!r})"
@@ -340,70 +546,9 @@ class SqliteIdempotencyStore:
 
         .. versionadded:: 0.1.0
         """
-        return self._connection is None
+        return self._db.closed
 
     # -- plumbing ---------------------------------------------------------------------------
-
-    def _open(self, operation: str) -> sqlite3.Connection:
-        connection = self._connection
-        if connection is None:
-            raise BackendError(f"{self!r}.{operation}: the store is closed")
-        if connection.in_transaction:
-            raise BackendError(
-                f"{self!r}.{operation}: called inside this store's transaction(); "
-                "complete through the transaction's complete(), or use another store"
-            )
-        return connection
-
-    @contextlib.contextmanager
-    def _immediate(self, operation: str) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` ... ``COMMIT`` under the lock, rolled back on any error."""
-        with self._lock:
-            connection = self._open(operation)
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException as exc:
-                _rollback(connection)
-                if isinstance(exc, sqlite3.Error):
-                    raise _error(f"{self!r}.{operation}", exc) from exc
-                raise
-
-    @contextlib.contextmanager
-    def _autocommit(self, operation: str) -> Iterator[sqlite3.Connection]:
-        """The connection for one statement that is atomic by itself, under the lock."""
-        with self._lock:
-            connection = self._open(operation)
-            try:
-                yield connection
-            except sqlite3.Error as exc:
-                raise _error(f"{self!r}.{operation}", exc) from exc
-
-    def _migrate(self) -> None:
-        prefix = self.table_prefix
-        with self._immediate("open") as connection:
-            connection.execute(
-                f'CREATE TABLE IF NOT EXISTS "{prefix}_schema"'
-                " (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            row = connection.execute(
-                f'SELECT version FROM "{prefix}_schema" WHERE component = ?', (_COMPONENT,)
-            ).fetchone()
-            current = 0 if row is None else row[0]
-            if not (isinstance(current, int) and 0 <= current <= SCHEMA_VERSION):
-                raise BackendError(
-                    f"{self!r}: table {prefix}_schema records idempotency schema version "
-                    f"{current!r}, but this invresilience knows versions up to "
-                    f"{SCHEMA_VERSION}: upgrade invresilience, or use another table_prefix"
-                )
-            for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version - 1]:
-                    connection.execute(statement.format(p=prefix))
-                connection.execute(
-                    f'INSERT OR REPLACE INTO "{prefix}_schema" (component, version) VALUES (?, ?)',
-                    (_COMPONENT, version),
-                )
 
     def _read(self, connection: sqlite3.Connection, key: str) -> Record | None:
         row = connection.execute(self._select, (self.namespace, key)).fetchone()
@@ -482,7 +627,7 @@ class SqliteIdempotencyStore:
         check_claim_args(key, fingerprint, lease, ttl)
         _check_text("key", key)
         _check_text("fingerprint", fingerprint)
-        with self._immediate("claim") as connection:
+        with self._db.immediate("claim") as connection:
             return self._claim(connection, key, fingerprint, self.clock.wall(), lease, ttl)
 
     def claim_many(
@@ -499,7 +644,7 @@ class SqliteIdempotencyStore:
             _check_text("fingerprint", fingerprint)
         if not items:
             return []
-        with self._immediate("claim_many") as connection:
+        with self._db.immediate("claim_many") as connection:
             now = self.clock.wall()
             return [
                 self._claim(connection, key, fingerprint, now, lease, ttl)
@@ -514,7 +659,7 @@ class SqliteIdempotencyStore:
         """
         check_lease(lease)
         check_ttl(ttl)
-        with self._autocommit("complete") as connection:
+        with self._db.autocommit("complete") as connection:
             stored = self._complete(connection, lease, bytes(result), self.clock.wall(), ttl)
         if not stored:
             raise lost(lease)
@@ -531,7 +676,7 @@ class SqliteIdempotencyStore:
             check_lease(lease)
         if not items:
             return []
-        with self._immediate("complete_many") as connection:
+        with self._db.immediate("complete_many") as connection:
             now = self.clock.wall()
             return [
                 self._complete(connection, lease, bytes(result), now, ttl)
@@ -545,7 +690,7 @@ class SqliteIdempotencyStore:
             LeaseLostError: The lease no longer holds the key; nothing changed.
         """
         check_lease(lease)
-        with self._immediate("release") as connection:
+        with self._db.immediate("release") as connection:
             new = rules.release(self._read(connection, lease.key), lease, now=self.clock.wall())
             if new is not None:
                 self._write(connection, lease.key, new)
@@ -560,7 +705,7 @@ class SqliteIdempotencyStore:
         """
         check_lease(lease)
         check_ttl(seconds, field="seconds")
-        with self._immediate("extend") as connection:
+        with self._db.immediate("extend") as connection:
             new = rules.extend(
                 self._read(connection, lease.key), lease, seconds, now=self.clock.wall()
             )
@@ -576,7 +721,7 @@ class SqliteIdempotencyStore:
         Only this store's namespace is purged.
         """
         check_limit(limit)
-        with self._immediate("purge_expired") as connection:
+        with self._db.immediate("purge_expired") as connection:
             cursor = connection.execute(self._purge, (self.namespace, self.clock.wall(), limit))
             return cursor.rowcount
 
@@ -585,18 +730,7 @@ class SqliteIdempotencyStore:
 
         .. versionadded:: 0.1.0
         """
-        with self._lock:
-            connection = self._connection
-            if connection is None:
-                return
-            if connection.in_transaction:
-                # Only this thread can be inside a transaction while holding the lock.
-                raise BackendError(
-                    f"{self!r}.close: called inside this store's transaction(); "
-                    "close the store after the with block"
-                )
-            self._connection = None
-            connection.close()
+        self._db.close()
 
     # -- exactly-once local effects ---------------------------------------------------------
 
@@ -639,8 +773,8 @@ class SqliteIdempotencyStore:
     @contextlib.contextmanager
     def _transaction(self, lease: Lease) -> Iterator[SqliteTransaction]:
         where = f"{self!r}.transaction"
-        with self._lock:
-            connection = self._open("transaction")
+        with self._db.lock:
+            connection = self._db.open("transaction")
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 holding = rules.holds(self._read(connection, lease.key), lease, self.clock.wall())
@@ -862,6 +996,550 @@ class AsyncSqliteIdempotencyStore:
         await asyncio.to_thread(self.store.close)
 
 
+# -- dead letters -------------------------------------------------------------------------------
+
+
+def _text_in(value: str | None) -> str | bytes | None:
+    """*value* as SQLite keeps it: text, or the ``surrogatepass`` UTF-8 of text that has
+    lone surrogates (an exception message about an undecodable file name), as a BLOB.
+
+    The choice depends on the value alone, so equal texts are stored (and compared in a
+    ``WHERE``) alike.
+    """
+    if value is None:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def _text_out(value: object) -> str | None:
+    """The text :func:`_text_in` stored."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogatepass")
+    return value  # type: ignore[return-value]  # str or None: DeadLetter checks the rest
+
+
+def _check_stored_letter(letter: DeadLetter, queue: str) -> None:
+    """:func:`check_letter`, and what a row needs besides: text fields and a 64-bit count."""
+    check_letter(letter, queue)
+    for field in ("key", "fingerprint", "error_type", "error_message", "traceback"):
+        value = getattr(letter, field)
+        if value is not None and not isinstance(value, str):
+            raise ConfigurationError(f"letter.{field}", value, "must be a str or None")
+    if letter.attempts > _INT64_MAX:
+        raise ConfigurationError("letter.attempts", letter.attempts, f"must be <= {_INT64_MAX}")
+
+
+def _bound(field: str, value: object) -> float:
+    """A time bound of a :class:`LetterFilter` as a float (huge ints become infinities)."""
+    if not isinstance(value, (int, float)):
+        raise ConfigurationError(field, value, "must be a number of seconds since the epoch")
+    try:
+        return float(value)
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+# The columns of a letter, in the order _letter reads them and _values writes them.
+_LETTER_COLUMNS: Final = (
+    'id, sequence, reason, "key", fingerprint, error_type, error_message, traceback,'
+    " attempts, first_failed_at, last_failed_at, dead_lettered_at, headers, payload"
+)
+# The columns replace() overwrites and add() writes after queue, id and sequence.
+_LETTER_FIELDS: Final = (
+    "reason",
+    '"key"',
+    "fingerprint",
+    "error_type",
+    "error_message",
+    "traceback",
+    "attempts",
+    "first_failed_at",
+    "last_failed_at",
+    "dead_lettered_at",
+    "headers",
+    "payload",
+)
+
+
+@final
+class SqliteDeadLetterStore:
+    """A :class:`~invresilience.typing.DeadLetterStore` in an SQLite database file.
+
+    The letters of every queue share the table ``<prefix>_dead_letters``, each store
+    seeing only its own queue's. :meth:`add` is one ``BEGIN IMMEDIATE`` transaction
+    (the id check, the cap, the eviction and the insert); every other operation is one
+    statement. Sequences come from a per-queue counter in ``<prefix>_dead_letter_sequences``
+    that deleting letters never winds back, so they strictly increase and are never
+    reused. The store holds one connection, shared by its threads under a lock; any
+    number of stores, in any number of processes on one host, may open the same file.
+
+    Use it as a context manager to close it at the end of a block.
+
+    Args:
+        path: The database file, created if missing (its directory must exist), or
+            ``":memory:"`` for a private database that lives as long as this store.
+        queue: The queue's name (1 to 100 letters, digits or ``_.:-``).
+        table_prefix: Prepended to the table names (an SQL identifier of at most 41
+            characters).
+        durability: ``"normal"`` (``synchronous=NORMAL``: safe from process crashes) or
+            ``"full"`` (``synchronous=FULL``: every commit synced to disk).
+        busy_timeout: Seconds to wait for another connection's write to finish before
+            raising :exc:`~invresilience.exceptions.BackendUnavailableError`.
+
+    Raises:
+        ConfigurationError: An argument is invalid.
+        BackendUnavailableError: The database stayed locked while the store opened it.
+        BackendError: The database could not be opened, or records a newer schema.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        queue: str = "default",
+        *,
+        table_prefix: str = "invresilience",
+        durability: _Durability = "normal",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        name = type(self).__name__
+        self.path = _check_path(f"{name}.path", path)
+        self.queue = check_namespace(f"{name}.queue", queue)
+        self.table_prefix = _check_prefix(f"{name}.table_prefix", table_prefix)
+        self.durability = _check_durability(f"{name}.durability", durability)
+        self.busy_timeout = _check_busy_timeout(f"{name}.busy_timeout", busy_timeout)
+        table = f'"{self.table_prefix}_dead_letters"'
+        sequences = f'"{self.table_prefix}_dead_letter_sequences"'
+        self._table = table
+        self._get = f"SELECT {_LETTER_COLUMNS} FROM {table} WHERE queue = ? AND id = ?"
+        self._count = f"SELECT COUNT(*) FROM {table} WHERE queue = ?"
+        self._oldest = f"SELECT id, sequence FROM {table} WHERE queue = ? ORDER BY sequence LIMIT ?"
+        self._evict = f"DELETE FROM {table} WHERE queue = ? AND sequence <= ?"
+        self._next = (
+            f"INSERT INTO {sequences} (queue, last) VALUES (?, 1)"
+            " ON CONFLICT (queue) DO UPDATE SET last = last + 1"
+        )
+        self._last = f"SELECT last FROM {sequences} WHERE queue = ?"
+        self._insert = (
+            f"INSERT INTO {table} (queue, id, sequence, {', '.join(_LETTER_FIELDS)})"
+            f" VALUES (?, ?, ?, {', '.join('?' * len(_LETTER_FIELDS))})"
+        )
+        self._replace = (
+            f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in _LETTER_FIELDS)}"
+            " WHERE queue = ? AND id = ?"
+        )
+        self._stats = (
+            "SELECT reason, COUNT(*), MIN(dead_lettered_at), MAX(dead_lettered_at)"
+            f" FROM {table} WHERE queue = ? GROUP BY reason"
+        )
+        self._db = _Database(
+            repr(self),
+            self.path,
+            self.table_prefix,
+            self.durability,
+            self.busy_timeout,
+            _DEAD_LETTERS,
+        )
+
+    def __repr__(self) -> str:
+        return f"SqliteDeadLetterStore({self.path!r}, queue={self.queue!r})"
+
+    def __enter__(self) -> SqliteDeadLetterStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._db.closed
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def _letter(self, row: Sequence[object]) -> DeadLetter:
+        (
+            letter_id,
+            sequence,
+            reason,
+            key,
+            fingerprint,
+            error_type,
+            error_message,
+            traceback,
+            attempts,
+            first_failed_at,
+            last_failed_at,
+            dead_lettered_at,
+            headers,
+            payload,
+        ) = row
+        try:
+            return DeadLetter(
+                id=letter_id,  # type: ignore[arg-type]
+                queue=self.queue,
+                payload=payload,  # type: ignore[arg-type]
+                reason=reason,  # type: ignore[arg-type]
+                key=_text_out(key),
+                fingerprint=_text_out(fingerprint),
+                error_type=_text_out(error_type),
+                error_message=_text_out(error_message),
+                traceback=_text_out(traceback),
+                attempts=attempts,  # type: ignore[arg-type]
+                first_failed_at=first_failed_at,  # type: ignore[arg-type]
+                last_failed_at=last_failed_at,  # type: ignore[arg-type]
+                dead_lettered_at=dead_lettered_at,  # type: ignore[arg-type]
+                headers=json.loads(headers),  # type: ignore[arg-type]
+                sequence=sequence,  # type: ignore[arg-type]
+            )
+        except (TypeError, ValueError) as exc:
+            raise BackendError(
+                f"{self!r}: the row of letter {letter_id!r} in {self._table} is not a letter "
+                f"this invresilience can read: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _values(letter: DeadLetter) -> tuple[object, ...]:
+        """The values of :data:`_LETTER_FIELDS` for *letter*."""
+        return (
+            letter.reason,
+            _text_in(letter.key),
+            _text_in(letter.fingerprint),
+            _text_in(letter.error_type),
+            _text_in(letter.error_message),
+            _text_in(letter.traceback),
+            letter.attempts,
+            float(letter.first_failed_at),
+            float(letter.last_failed_at),
+            float(letter.dead_lettered_at),
+            # ensure_ascii (the default) escapes lone surrogates, which loads() restores.
+            json.dumps(dict(letter.headers), separators=(",", ":")),
+            letter.payload,
+        )
+
+    def _where(self, where: LetterFilter) -> tuple[str, list[object]]:
+        """The ``WHERE`` of *where* in this queue, and its parameters."""
+        clauses = ["queue = ?"]
+        parameters: list[object] = [self.queue]
+        if where.reasons is not None:
+            # Stored reasons are always in REASONS: other values select nothing.
+            reasons = [reason for reason in REASONS if reason in where.reasons]
+            clauses.append(f"reason IN ({', '.join('?' * len(reasons))})" if reasons else "0")
+            parameters.extend(reasons)
+        key: object = where.key
+        if key is not None:
+            # A stored key is a str: any other value selects nothing (as in matches()).
+            clauses.append('"key" = ?' if isinstance(key, str) else "0")
+            if isinstance(key, str):
+                parameters.append(_text_in(key))
+        if where.since is not None:
+            clauses.append("dead_lettered_at >= ?")
+            parameters.append(_bound("since", where.since))
+        if where.before is not None:
+            clauses.append("dead_lettered_at < ?")
+            parameters.append(_bound("before", where.before))
+        return " AND ".join(clauses), parameters
+
+    # -- the Protocol -----------------------------------------------------------------------
+
+    def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`~invresilience.typing.DeadLetterStore.add`.
+
+        One ``BEGIN IMMEDIATE`` transaction: two stores adding at once take turns, so
+        the id check and the cap hold across threads and processes.
+
+        Raises:
+            ConfigurationError: *letter* is not a letter of this queue, or *max_letters*
+                is invalid.
+            DeadLetterQueueFullError: The queue holds *max_letters* letters and
+                *evict_oldest* is false; nothing changed.
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        _check_stored_letter(letter, self.queue)
+        check_max_letters(max_letters)
+        values = self._values(letter)
+        with self._db.immediate("add") as connection:
+            row = connection.execute(self._get, (self.queue, letter.id)).fetchone()
+            if row is not None:
+                return Added(letter=self._letter(row), created=False)
+            evicted: tuple[str, ...] = ()
+            if max_letters is not None:
+                (held,) = connection.execute(self._count, (self.queue,)).fetchone()
+                if held >= max_letters:
+                    if not evict_oldest:
+                        raise DeadLetterQueueFullError(self.queue, max_letters)
+                    oldest = connection.execute(
+                        self._oldest, (self.queue, held - max_letters + 1)
+                    ).fetchall()
+                    connection.execute(self._evict, (self.queue, oldest[-1][1]))
+                    evicted = tuple(old_id for old_id, _ in oldest)
+            connection.execute(self._next, (self.queue,))
+            (sequence,) = connection.execute(self._last, (self.queue,)).fetchone()
+            connection.execute(self._insert, (self.queue, letter.id, sequence, *values))
+        return Added(letter=attrs.evolve(letter, sequence=sequence), created=True, evicted=evicted)
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`~invresilience.typing.DeadLetterStore.get`.
+
+        Raises:
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        if check_letter_id(letter_id) is not None:
+            return None  # never stored under such an id
+        with self._db.autocommit("get") as connection:
+            row = connection.execute(self._get, (self.queue, letter_id)).fetchone()
+        return None if row is None else self._letter(row)
+
+    def list(self, where: LetterFilter, *, after: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`~invresilience.typing.DeadLetterStore.list`.
+
+        Raises:
+            ConfigurationError: *after* or *limit* is invalid.
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        check_limit(limit)
+        given: object = after
+        if isinstance(given, int):
+            # Sequences are 64-bit: a bound beyond that range is the range's end.
+            given = max(min(given, _INT64_MAX), -_INT64_MAX - 1)
+        elif not isinstance(given, float):
+            raise ConfigurationError("after", after, "must be an int: a letter's sequence")
+        condition, parameters = self._where(where)
+        statement = (
+            f"SELECT {_LETTER_COLUMNS} FROM {self._table}"
+            f" WHERE {condition} AND sequence > ? ORDER BY sequence LIMIT ?"
+        )
+        with self._db.autocommit("list") as connection:
+            rows = connection.execute(
+                statement, (*parameters, given, min(limit, _INT64_MAX))
+            ).fetchall()
+        return [self._letter(row) for row in rows]
+
+    def count(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.count`.
+
+        Raises:
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        condition, parameters = self._where(where)
+        statement = f"SELECT COUNT(*) FROM {self._table} WHERE {condition}"
+        with self._db.autocommit("count") as connection:
+            (total,) = connection.execute(statement, parameters).fetchone()
+        return int(total)
+
+    def stats(self) -> QueueStats:
+        """See :meth:`~invresilience.typing.DeadLetterStore.stats`.
+
+        One ``GROUP BY reason`` query.
+
+        Raises:
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        with self._db.autocommit("stats") as connection:
+            rows = connection.execute(self._stats, (self.queue,)).fetchall()
+        if not rows:
+            return QueueStats(total=0)
+        counts = {reason: count for reason, count, _, _ in rows}
+        by_reason: dict[str, int] = {r: counts[r] for r in REASONS if r in counts}
+        return QueueStats(
+            total=sum(counts.values()),
+            by_reason=by_reason,
+            oldest=min(oldest for _, _, oldest, _ in rows),
+            newest=max(newest for _, _, _, newest in rows),
+        )
+
+    def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`~invresilience.typing.DeadLetterStore.replace`.
+
+        One ``UPDATE`` of every column but the queue, the id and the sequence.
+
+        Raises:
+            ConfigurationError: *letter* is not a letter of this queue.
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        _check_stored_letter(letter, self.queue)
+        values = self._values(letter)
+        with self._db.autocommit("replace") as connection:
+            cursor = connection.execute(self._replace, (*values, self.queue, letter.id))
+        return cursor.rowcount == 1
+
+    def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.delete`.
+
+        One transaction, however many ids.
+
+        Raises:
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        # Ids no letter can have are left out: deleting an absent id is not an error.
+        ids = [*dict.fromkeys(i for i in letter_ids if check_letter_id(i) is None)]
+        if not ids:
+            return 0
+        deleted = 0
+        with self._db.immediate("delete") as connection:
+            for start in range(0, len(ids), _DELETE_BATCH):
+                batch = ids[start : start + _DELETE_BATCH]
+                cursor = connection.execute(
+                    f"DELETE FROM {self._table} WHERE queue = ?"
+                    f" AND id IN ({', '.join('?' * len(batch))})",
+                    (self.queue, *batch),
+                )
+                deleted += cursor.rowcount
+        return deleted
+
+    def purge(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.purge`.
+
+        One ``DELETE`` statement.
+
+        Raises:
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, or the store is closed.
+        """
+        condition, parameters = self._where(where)
+        with self._db.autocommit("purge") as connection:
+            cursor = connection.execute(f"DELETE FROM {self._table} WHERE {condition}", parameters)
+        return cursor.rowcount
+
+    def close(self) -> None:
+        """Close the connection (waiting for a running operation); calling it again is a no-op.
+
+        .. versionadded:: 0.1.0
+        """
+        self._db.close()
+
+
+@final
+class AsyncSqliteDeadLetterStore:
+    """The async twin of :class:`SqliteDeadLetterStore`: its calls run in worker threads.
+
+    Each method runs the sync store's method through :func:`asyncio.to_thread`, so the
+    event loop never waits on the disk or on another process's lock.
+
+    Args:
+        path: As for :class:`SqliteDeadLetterStore`; opens a new store (the constructor
+            opens the database, a short blocking call).
+        queue: As for :class:`SqliteDeadLetterStore`.
+        store: An open sync store to run instead of *path*; the other arguments are then
+            not used.
+        table_prefix: As for :class:`SqliteDeadLetterStore`.
+        durability: As for :class:`SqliteDeadLetterStore`.
+        busy_timeout: As for :class:`SqliteDeadLetterStore`.
+
+    Raises:
+        ConfigurationError: Neither or both of *path* and *store* were given, or an
+            argument is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        queue: str = "default",
+        *,
+        store: SqliteDeadLetterStore | None = None,
+        table_prefix: str = "invresilience",
+        durability: _Durability = "normal",
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if (path is None) == (store is None):
+            raise ConfigurationError(
+                "AsyncSqliteDeadLetterStore.path", path, "and store: give exactly one of them"
+            )
+        if store is None:
+            assert path is not None
+            store = SqliteDeadLetterStore(
+                path,
+                queue,
+                table_prefix=table_prefix,
+                durability=durability,
+                busy_timeout=busy_timeout,
+            )
+        #: The sync store doing the work.
+        self.store = store
+        #: The queue's name.
+        self.queue = store.queue
+
+    def __repr__(self) -> str:
+        return f"AsyncSqliteDeadLetterStore({self.store!r})"
+
+    async def __aenter__(self) -> AsyncSqliteDeadLetterStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`SqliteDeadLetterStore.add`."""
+        return await asyncio.to_thread(
+            self.store.add, letter, max_letters=max_letters, evict_oldest=evict_oldest
+        )
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`SqliteDeadLetterStore.get`."""
+        return await asyncio.to_thread(self.store.get, letter_id)
+
+    async def list(
+        self, where: LetterFilter, *, after: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """See :meth:`SqliteDeadLetterStore.list`."""
+        return await asyncio.to_thread(self.store.list, where, after=after, limit=limit)
+
+    async def count(self, where: LetterFilter) -> int:
+        """See :meth:`SqliteDeadLetterStore.count`."""
+        return await asyncio.to_thread(self.store.count, where)
+
+    async def stats(self) -> QueueStats:
+        """See :meth:`SqliteDeadLetterStore.stats`."""
+        return await asyncio.to_thread(self.store.stats)
+
+    async def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`SqliteDeadLetterStore.replace`."""
+        return await asyncio.to_thread(self.store.replace, letter)
+
+    async def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`SqliteDeadLetterStore.delete`."""
+        return await asyncio.to_thread(self.store.delete, letter_ids)
+
+    async def purge(self, where: LetterFilter) -> int:
+        """See :meth:`SqliteDeadLetterStore.purge`."""
+        return await asyncio.to_thread(self.store.purge, where)
+
+    async def close(self) -> None:
+        """Close the sync store (whether this object opened it or was given it)."""
+        await asyncio.to_thread(self.store.close)
+
+
 # -- the backend --------------------------------------------------------------------------------
 
 
@@ -869,10 +1547,12 @@ class AsyncSqliteIdempotencyStore:
 class SqliteBackend:
     """One SQLite database file and the stores made on it.
 
-    Each :meth:`idempotency_store` call opens a new store (a new connection) on the
-    file, except on ``":memory:"``, where a connection *is* the database: there each
-    namespace's store is made once and shared, by the sync and async views alike.
-    :meth:`close` closes every store this backend made.
+    Each :meth:`idempotency_store` or :meth:`dead_letter_store` call opens a new store
+    (a new connection) on the file, except on ``":memory:"``, where a connection *is*
+    the database: there each namespace's (or queue's) store is made once and shared, by
+    the sync and async views alike (closing it, or a dead-letter queue over it, drops
+    its records: the next call starts an empty one). :meth:`close` closes every store
+    this backend made.
 
     Args:
         path: The database file, or ``":memory:"``.
@@ -902,8 +1582,11 @@ class SqliteBackend:
         self.url = f"{_URL_PREFIX}{self.path}{query}"
         self._lock = threading.Lock()
         self._closed = False
-        self._stores: weakref.WeakSet[SqliteIdempotencyStore] = weakref.WeakSet()
+        self._stores: weakref.WeakSet[SqliteIdempotencyStore | SqliteDeadLetterStore] = (
+            weakref.WeakSet()
+        )
         self._shared: dict[str, SqliteIdempotencyStore] = {}
+        self._shared_letters: dict[str, SqliteDeadLetterStore] = {}
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = SYSTEM_CLOCK) -> SqliteBackend:
@@ -998,6 +1681,72 @@ class SqliteBackend:
         """
         return AsyncSqliteIdempotencyStore(store=self.idempotency_store(namespace))
 
+    def dead_letter_store(self, queue: str) -> SqliteDeadLetterStore:
+        """The store of dead-letter queue *queue* on this database.
+
+        Raises:
+            ConfigurationError: *queue* is invalid.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"{self!r} is closed")
+            if self.path != _MEMORY:
+                store = SqliteDeadLetterStore(self.path, queue, durability=self.durability)
+                self._stores.add(store)
+                return store
+            shared = self._shared_letters.get(queue)
+            if shared is None or shared.closed:
+                shared = SqliteDeadLetterStore(self.path, queue, durability=self.durability)
+                self._shared_letters[queue] = shared
+            return shared
+
+    def async_dead_letter_store(self, queue: str) -> AsyncSqliteDeadLetterStore:
+        """The async store of dead-letter queue *queue*, over :meth:`dead_letter_store`.
+
+        Raises:
+            ConfigurationError: *queue* is invalid.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncSqliteDeadLetterStore(store=self.dead_letter_store(queue))
+
+    def dead_letter_queue(self, queue: str, **options: Any) -> DeadLetterQueue:
+        """A :class:`~invresilience.DeadLetterQueue` over :meth:`dead_letter_store`.
+
+        *options* (``codec``, ``redact``, ``max_letters``, ...) go to its constructor;
+        the queue's clock defaults to this backend's. Closing the queue closes its store.
+
+        Raises:
+            ConfigurationError: *queue* or an option is invalid.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        options.setdefault("clock", self.clock)
+        return DeadLetterQueue(self.dead_letter_store(queue), **options)
+
+    def async_dead_letter_queue(self, queue: str, **options: Any) -> AsyncDeadLetterQueue:
+        """An :class:`~invresilience.AsyncDeadLetterQueue` over :meth:`async_dead_letter_store`.
+
+        *options* go to its constructor; the queue's clock defaults to this backend's.
+
+        Raises:
+            ConfigurationError: *queue* or an option is invalid.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        options.setdefault("clock", self.clock)
+        return AsyncDeadLetterQueue(self.async_dead_letter_store(queue), **options)
+
     def close(self) -> None:
         """Close every store this backend made; calling it again is a no-op.
 
@@ -1005,8 +1754,9 @@ class SqliteBackend:
         """
         with self._lock:
             self._closed = True
-            stores = [*self._stores, *self._shared.values()]
+            stores = [*self._stores, *self._shared.values(), *self._shared_letters.values()]
             self._stores.clear()
             self._shared.clear()
+            self._shared_letters.clear()
         for store in stores:
             store.close()
