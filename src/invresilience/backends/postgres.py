@@ -1,10 +1,14 @@
-"""PostgreSQL idempotency stores through psycopg 3 (extra ``[postgres]``).
+"""PostgreSQL stores through psycopg 3 (extra ``[postgres]``): idempotency and dead letters.
 
 - :class:`PostgresIdempotencyStore` / :class:`AsyncPostgresIdempotencyStore` -- an
   :class:`~invresilience.typing.IdempotencyStore` / :class:`~invresilience.typing.AsyncIdempotencyStore`
   in two tables, with :meth:`~PostgresIdempotencyStore.transaction` for exactly-once
   local effects.
-- :class:`PostgresBackend` -- makes stores from one connection string and closes them.
+- :class:`PostgresDeadLetterStore` / :class:`AsyncPostgresDeadLetterStore` -- a
+  :class:`~invresilience.typing.DeadLetterStore` / :class:`~invresilience.typing.AsyncDeadLetterStore`
+  holding the letters of one dead-letter queue.
+- :class:`PostgresBackend` -- makes stores (and dead-letter queues) from one connection
+  string and closes them.
 
 Tables
 ------
@@ -18,19 +22,31 @@ lock (so processes starting together do not race), and versioned::
                            result bytea, PRIMARY KEY (namespace, key))
     {prefix}_idempotency_expires   index on expires_at
 
-The row ``('idempotency', 1)`` of ``{prefix}_schema`` records the layout; a store that
-finds a newer version refuses to run (:exc:`~invresilience.exceptions.BackendError`) rather
-than misread rows. *prefix* is an identifier (``[A-Za-z_][A-Za-z0-9_]{0,40}``) quoted with
-:class:`psycopg.sql.Identifier`; every value is a bound parameter. Namespaces share the
-tables; each is a store of its own.
+    {prefix}_dead_letters (queue text, id text, sequence bigint, reason text, key text,
+                           fingerprint text, error_type text, error_message text,
+                           traceback text, attempts bigint, first_failed_at float8,
+                           last_failed_at float8, dead_lettered_at float8, headers jsonb,
+                           payload bytea, PRIMARY KEY (queue, id), UNIQUE (queue, sequence))
+    {prefix}_dead_letters_key      index on (queue, key)
+    {prefix}_dead_letters_at       index on (queue, dead_lettered_at)
+    {prefix}_dead_letter_queues    (queue text PRIMARY KEY, last_sequence bigint)
+
+Each kind of store creates its own tables only. The rows ``('idempotency', 1)`` and
+``('dead_letters', 1)`` of ``{prefix}_schema`` record the layouts; a store that finds a
+newer version refuses to run (:exc:`~invresilience.exceptions.BackendError`) rather than
+misread rows. *prefix* is an identifier (``[A-Za-z_][A-Za-z0-9_]{0,40}``) quoted with
+:class:`psycopg.sql.Identifier`; every value is a bound parameter. Namespaces (and
+dead-letter queues) share the tables; each is a store of its own.
 
 Clock
 -----
 
-Times are the **server's**: ``date_part('epoch', statement_timestamp())``, in seconds since
-the epoch as ``double precision`` (a resolution of about a microsecond). Every reading in
-one statement is the same instant, and ``InProgress.retry_after`` is the stored
-``lease_until`` minus that instant, so processes whose clocks disagree still agree.
+Idempotency times are the **server's**: ``date_part('epoch', statement_timestamp())``, in
+seconds since the epoch as ``double precision`` (a resolution of about a microsecond).
+Every reading in one statement is the same instant, and ``InProgress.retry_after`` is the
+stored ``lease_until`` minus that instant, so processes whose clocks disagree still agree.
+A dead letter's times are the ones the letter carries (its queue's clock): the server's
+clock plays no part.
 
 Round trips and atomicity
 -------------------------
@@ -48,6 +64,16 @@ again, a bounded number of times. ``complete`` / ``release`` / ``extend`` are on
 (:meth:`psycopg.Cursor.executemany` with ``returning=True``): one round trip, one implicit
 transaction, items taken in key order so concurrent batches cannot deadlock.
 
+:meth:`PostgresDeadLetterStore.add` is one transaction sent as one pipeline (one round
+trip): an ``INSERT ... ON CONFLICT DO UPDATE`` on the queue's row of
+``{prefix}_dead_letter_queues`` locks it until the commit, so the adds to one queue run one
+after the other: they commit in sequence order (a reader paging with ``after=`` never
+misses a letter committed later with a lower sequence) and the ``max_letters`` cap is
+exact. A second statement, whose snapshot sees every add committed before it, then looks
+for the id, counts the queue, deletes the lowest sequences to make room, takes the next
+sequence from the queue's row and inserts the letter. ``list``, ``count``, ``stats``,
+``replace``, ``delete`` and ``purge`` are one statement each.
+
 Connections and errors
 ----------------------
 
@@ -63,7 +89,8 @@ new connection.
 
 The sync and async classes share the SQL, the parameters and the decoding: each operation
 is a generator that yields statements and receives their rows, driven by a few lines of
-I/O in each class.
+I/O in one sync and one async base class, which also keep the connection, reconnect and
+create the tables, for every kind of store.
 
 .. versionadded:: 0.1.0
 """
@@ -73,24 +100,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import re
 import secrets
 import threading
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import attrs
 from typing_extensions import final
 
 from .._core import idempotency as rules
-from ..exceptions import BackendError, BackendUnavailableError, ConfigurationError, IdempotencyError
+from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
+from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
+from ..exceptions import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    DeadLetterQueueFullError,
+    IdempotencyError,
+)
 from ..typing import DEFAULT_TTL
-from ._common import check_claim_args, check_lease, check_limit, check_namespace, check_ttl, lost
+from ._common import (
+    check_claim_args,
+    check_lease,
+    check_letter,
+    check_limit,
+    check_max_letters,
+    check_namespace,
+    check_ttl,
+    lost,
+)
 
 try:
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
     from psycopg.rows import tuple_row
+    from psycopg.types.json import Jsonb
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "invresilience.backends.postgres needs psycopg 3: pip install 'invresilience[postgres]'"
@@ -103,13 +150,16 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
+    from .._core.dlq import LetterFilter
     from .._core.idempotency import Claim, Lease
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AsyncPostgresDeadLetterStore",
     "AsyncPostgresIdempotencyStore",
     "AsyncPostgresTransaction",
     "PostgresBackend",
+    "PostgresDeadLetterStore",
     "PostgresIdempotencyStore",
     "PostgresTransaction",
 ]
@@ -122,19 +172,29 @@ SCHEMA_VERSION: Final = 1
 _CLAIM_ATTEMPTS: Final = 5
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
 _COMPONENT: Final = "idempotency"
+_DEAD_LETTERS: Final = "dead_letters"
 
 # -- SQL ----------------------------------------------------------------------------------------
 
 #: The server's clock, one instant per statement.
 _NOW = "date_part('epoch', statement_timestamp())"
 
-_SETUP = """\
+# Every setup runs under the prefix's advisory lock, creates the schema table, its own
+# tables, then records its component's version.
+_SETUP_BEGIN = """\
 SELECT pg_advisory_xact_lock({lock});
 CREATE TABLE IF NOT EXISTS {schema} (
     component text PRIMARY KEY,
     version integer NOT NULL
 );
-CREATE TABLE IF NOT EXISTS {table} (
+"""
+
+_SETUP_END = """
+INSERT INTO {schema} (component, version) VALUES ({component}, {version})
+    ON CONFLICT (component) DO NOTHING"""
+
+_SETUP = f"""\
+{_SETUP_BEGIN}CREATE TABLE IF NOT EXISTS {{table}} (
     namespace text NOT NULL,
     key text NOT NULL,
     fingerprint text NOT NULL,
@@ -146,9 +206,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     result bytea,
     PRIMARY KEY (namespace, key)
 );
-CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at);
-INSERT INTO {schema} (component, version) VALUES ({component}, {version})
-    ON CONFLICT (component) DO NOTHING"""
+CREATE INDEX IF NOT EXISTS {{index}} ON {{table}} (expires_at);{_SETUP_END}"""
 
 _VERSION = "SELECT version FROM {schema} WHERE component = {component}"
 
@@ -218,6 +276,138 @@ SELECT {_RECORD}, {_NOW} FROM {{table}}
 WHERE namespace = %(namespace)s AND key = %(key)s FOR UPDATE"""
 
 
+# -- SQL: dead letters ----------------------------------------------------------------------------
+
+_DLQ_SETUP = f"""\
+{_SETUP_BEGIN}CREATE TABLE IF NOT EXISTS {{letters}} (
+    queue text NOT NULL,
+    id text NOT NULL,
+    sequence bigint NOT NULL,
+    reason text NOT NULL,
+    key text,
+    fingerprint text,
+    error_type text,
+    error_message text,
+    traceback text,
+    attempts bigint NOT NULL,
+    first_failed_at double precision NOT NULL,
+    last_failed_at double precision NOT NULL,
+    dead_lettered_at double precision NOT NULL,
+    headers jsonb NOT NULL,
+    payload bytea NOT NULL,
+    PRIMARY KEY (queue, id),
+    UNIQUE (queue, sequence)
+);
+CREATE INDEX IF NOT EXISTS {{letters_key}} ON {{letters}} (queue, key);
+CREATE INDEX IF NOT EXISTS {{letters_at}} ON {{letters}} (queue, dead_lettered_at);
+CREATE TABLE IF NOT EXISTS {{queues}} (
+    queue text PRIMARY KEY,
+    last_sequence bigint NOT NULL
+);{_SETUP_END}"""
+
+#: A stored letter, as every query returns it (see :func:`_letter`).
+_LETTER = (
+    "id, sequence, reason, key, fingerprint, error_type, error_message, traceback, attempts, "
+    "first_failed_at, last_failed_at, dead_lettered_at, headers, payload"
+)
+#: The columns a letter's content fills (all but queue, id and sequence), with their types.
+_CONTENT = (
+    ("reason", "text"),
+    ("key", "text"),
+    ("fingerprint", "text"),
+    ("error_type", "text"),
+    ("error_message", "text"),
+    ("traceback", "text"),
+    ("attempts", "bigint"),
+    ("first_failed_at", "float8"),
+    ("last_failed_at", "float8"),
+    ("dead_lettered_at", "float8"),
+    ("headers", "jsonb"),
+    ("payload", "bytea"),
+)
+_CONTENT_COLUMNS = ", ".join(column for column, _ in _CONTENT)
+_CONTENT_VALUES = ", ".join(f"%({column})s::{kind}" for column, kind in _CONTENT)
+_CONTENT_SET = ", ".join(f"{column} = %({column})s::{kind}" for column, kind in _CONTENT)
+#: NULLs for every column of _LETTER after id and sequence.
+_NULLS = ", ".join(["NULL"] * (len(_CONTENT)))
+
+# The first statement of an add: lock the queue's row (made on the queue's first add) until
+# the transaction ends, so adds to one queue take turns and commit in sequence order.
+_LOCK_QUEUE = """\
+INSERT INTO {queues} AS q (queue, last_sequence) VALUES (%(queue)s, 0)
+ON CONFLICT (queue) DO UPDATE SET last_sequence = q.last_sequence
+RETURNING last_sequence"""
+
+# The second: its snapshot, taken once the lock is held, sees every add before it. The
+# letter already stored under the id, else (room permitting, or after deleting the
+# lowest sequences) the new letter under the queue's next sequence. The rows say which:
+# 'stored' with the stored letter, or 'created' and one 'evicted' per deleted letter; none
+# when the queue is full.
+_ADD = f"""\
+WITH existing AS (
+    SELECT {_LETTER} FROM {{letters}} WHERE queue = %(queue)s AND id = %(id)s
+), size AS (
+    SELECT count(*) AS n FROM {{letters}}
+    WHERE queue = %(queue)s AND %(max_letters)s::bigint IS NOT NULL
+), verdict AS (
+    SELECT NOT EXISTS (SELECT 1 FROM existing)
+           AND (%(max_letters)s::bigint IS NULL OR n < %(max_letters)s::bigint
+                OR %(evict)s::boolean) AS ok,
+           n
+    FROM size
+), evicted AS (
+    DELETE FROM {{letters}} WHERE queue = %(queue)s AND sequence IN (
+        SELECT sequence FROM {{letters}} WHERE queue = %(queue)s ORDER BY sequence
+        LIMIT (SELECT CASE WHEN ok AND %(max_letters)s::bigint IS NOT NULL
+                           THEN greatest(n - %(max_letters)s::bigint + 1, 0) ELSE 0 END
+               FROM verdict)
+    )
+    RETURNING id, sequence
+), numbered AS (
+    UPDATE {{queues}} SET last_sequence = last_sequence + 1
+    WHERE queue = %(queue)s AND (SELECT ok FROM verdict)
+    RETURNING last_sequence
+), inserted AS (
+    INSERT INTO {{letters}} (queue, id, sequence, {_CONTENT_COLUMNS})
+    SELECT %(queue)s, %(id)s, last_sequence, {_CONTENT_VALUES} FROM numbered
+    RETURNING sequence
+)
+SELECT 'stored', {_LETTER} FROM existing
+UNION ALL
+SELECT 'created', NULL, sequence, {_NULLS} FROM inserted
+UNION ALL
+SELECT 'evicted', id, sequence, {_NULLS} FROM evicted"""
+
+_GET = f"SELECT {_LETTER} FROM {{letters}} WHERE queue = %(queue)s AND id = %(id)s"
+
+# {where} is composed from a LetterFilter by _where(): conditions with bound parameters.
+_LIST = f"""\
+SELECT {_LETTER} FROM {{letters}}
+WHERE {{where}} AND sequence > %(after)s
+ORDER BY sequence LIMIT %(limit)s"""
+
+_COUNT = "SELECT count(*) FROM {letters} WHERE {where}"
+
+_STATS = """\
+SELECT reason, count(*), min(dead_lettered_at), max(dead_lettered_at)
+FROM {letters} WHERE queue = %(queue)s GROUP BY reason"""
+
+_REPLACE = f"""\
+UPDATE {{letters}} SET {_CONTENT_SET}
+WHERE queue = %(queue)s AND id = %(id)s
+RETURNING sequence"""
+
+_DELETE = """\
+WITH gone AS (
+    DELETE FROM {letters} WHERE queue = %(queue)s AND id = ANY(%(ids)s::text[]) RETURNING 1
+)
+SELECT count(*) FROM gone"""
+
+_PURGE_LETTERS = """\
+WITH gone AS (DELETE FROM {letters} WHERE {where} RETURNING 1)
+SELECT count(*) FROM gone"""
+
+
 class _Statements(NamedTuple):
     """The statements of one table prefix, composed once."""
 
@@ -268,6 +458,54 @@ def _statements(prefix: str) -> _Statements:
     )
 
 
+class _DeadLetterStatements(NamedTuple):
+    """The dead-letter statements of one table prefix, composed once (but the filtered ones)."""
+
+    setup: sql.Composed
+    version: sql.Composed
+    lock_queue: sql.Composed
+    add: sql.Composed
+    get: sql.Composed
+    stats: sql.Composed
+    replace: sql.Composed
+    delete: sql.Composed
+    letters: sql.Identifier
+
+    def filtered(self, text: str, where: sql.Composable) -> sql.Composed:
+        """The statement *text* (``_LIST``, ``_COUNT``, ``_PURGE_LETTERS``) with *where*."""
+        return sql.SQL(text).format(letters=self.letters, where=where)
+
+
+def _dead_letter_statements(prefix: str) -> _DeadLetterStatements:
+    """Every dead-letter statement for the tables named after *prefix* (already checked)."""
+    letters = sql.Identifier(f"{prefix}_dead_letters")
+    names = {
+        "schema": sql.Identifier(f"{prefix}_schema"),
+        "letters": letters,
+        "letters_key": sql.Identifier(f"{prefix}_dead_letters_key"),
+        "letters_at": sql.Identifier(f"{prefix}_dead_letters_at"),
+        "queues": sql.Identifier(f"{prefix}_dead_letter_queues"),
+        "component": sql.Literal(_DEAD_LETTERS),
+        "version": sql.Literal(SCHEMA_VERSION),
+        "lock": sql.Literal(_lock_id(prefix)),
+    }
+
+    def compose(text: str) -> sql.Composed:
+        return sql.SQL(text).format(**names)
+
+    return _DeadLetterStatements(
+        setup=compose(_DLQ_SETUP),
+        version=compose(_VERSION),
+        lock_queue=compose(_LOCK_QUEUE),
+        add=compose(_ADD),
+        get=compose(_GET),
+        stats=compose(_STATS),
+        replace=compose(_REPLACE),
+        delete=compose(_DELETE),
+        letters=letters,
+    )
+
+
 def _lock_id(prefix: str) -> int:
     """The advisory lock (a signed 64-bit int) serialising schema creation for *prefix*."""
     digest = hashlib.sha256(f"invresilience.schema:{prefix}".encode()).digest()
@@ -291,14 +529,20 @@ class _Many(NamedTuple):
     params: list[dict[str, Any]]
 
 
+class _Tx(NamedTuple):
+    """Run *steps* in one transaction, pipelined (one round trip); the answer is each one's rows."""
+
+    steps: tuple[_One, ...]
+
+
 if TYPE_CHECKING:
-    _Op: TypeAlias = Generator["_One | _Many", Any, _T]
+    _Op: TypeAlias = Generator["_One | _Many | _Tx", Any, _T]
 
 
-def _setup(q: _Statements, table: str) -> _Op[None]:
+def _setup(setup: sql.Composed, version_query: sql.Composed, table: str) -> _Op[None]:
     """Create the tables if needed and check the recorded schema version."""
-    yield _One(q.setup, None)
-    rows = yield _One(q.version, None)
+    yield _One(setup, None)
+    rows = yield _One(version_query, None)
     version = rows[0][0] if rows else None
     if version != SCHEMA_VERSION:
         msg = (
@@ -438,6 +682,183 @@ def _lock(q: _Statements, namespace: str, lease: Lease) -> _Op[None]:
         raise lost(lease)
 
 
+# -- the dead-letter operations -------------------------------------------------------------------
+
+#: The range of a bigint: ``after`` and ``limit`` are clamped to it (sequences fit in it).
+_BIGINT_MIN: Final = -(1 << 63)
+_BIGINT_MAX: Final = (1 << 63) - 1
+
+
+def _bigint(value: int) -> int:
+    return min(max(value, _BIGINT_MIN), _BIGINT_MAX)
+
+
+def _content(letter: DeadLetter) -> dict[str, Any]:
+    """The parameters of ``_CONTENT``: everything in *letter* but its queue, id and sequence."""
+    return {
+        "reason": letter.reason,
+        "key": letter.key,
+        "fingerprint": letter.fingerprint,
+        "error_type": letter.error_type,
+        "error_message": letter.error_message,
+        "traceback": letter.traceback,
+        "attempts": letter.attempts,
+        "first_failed_at": float(letter.first_failed_at),
+        "last_failed_at": float(letter.last_failed_at),
+        "dead_lettered_at": float(letter.dead_lettered_at),
+        "headers": Jsonb(dict(letter.headers)),
+        "payload": bytes(letter.payload),
+    }
+
+
+def _letter(queue: str, row: Sequence[Any]) -> DeadLetter:
+    """A row of ``_LETTER`` as the :class:`DeadLetter` of *queue*."""
+    (
+        letter_id,
+        sequence,
+        reason,
+        key,
+        fingerprint,
+        error_type,
+        error_message,
+        traceback,
+        attempts,
+        first_failed_at,
+        last_failed_at,
+        dead_lettered_at,
+        headers,
+        payload,
+    ) = row
+    return DeadLetter(
+        id=letter_id,
+        queue=queue,
+        payload=bytes(payload),
+        reason=reason,
+        key=key,
+        fingerprint=fingerprint,
+        error_type=error_type,
+        error_message=error_message,
+        traceback=traceback,
+        attempts=attempts,
+        first_failed_at=first_failed_at,
+        last_failed_at=last_failed_at,
+        dead_lettered_at=dead_lettered_at,
+        headers=headers,
+        sequence=sequence,
+    )
+
+
+def _where(queue: str, where: LetterFilter) -> tuple[sql.Composed, dict[str, Any]]:
+    """The SQL condition selecting what *where* selects in *queue*, and its parameters.
+
+    A bound like ``NaN`` selects nothing, as in :meth:`LetterFilter.matches`.
+    """
+    parts: list[sql.Composable] = [sql.SQL("queue = %(queue)s")]
+    params: dict[str, Any] = {"queue": queue}
+    if where.reasons is not None:
+        parts.append(sql.SQL("reason = ANY(%(reasons)s::text[])"))
+        params["reasons"] = sorted(where.reasons)
+    if where.key is not None:
+        parts.append(sql.SQL("key = %(key)s::text"))
+        params["key"] = where.key
+    for name, operator in (("since", ">="), ("before", "<")):
+        bound = getattr(where, name)
+        if bound is None:
+            continue
+        if math.isnan(bound):
+            parts.append(sql.SQL("FALSE"))
+        else:
+            parts.append(sql.SQL(f"dead_lettered_at {operator} %({name})s::float8"))
+            params[name] = float(bound)
+    return sql.SQL(" AND ").join(parts), params
+
+
+def _add(
+    q: _DeadLetterStatements,
+    letter: DeadLetter,
+    max_letters: int | None,
+    evict_oldest: bool,
+) -> _Op[Added]:
+    queue = letter.queue
+    params = {
+        "queue": queue,
+        "id": letter.id,
+        "max_letters": max_letters,
+        "evict": bool(evict_oldest),
+        **_content(letter),
+    }
+    _, rows = yield _Tx((_One(q.lock_queue, {"queue": queue}), _One(q.add, params)))
+    sequence: int | None = None
+    evicted: list[tuple[int, str]] = []
+    for outcome, *row in rows:
+        if outcome == "stored":
+            return Added(letter=_letter(queue, row), created=False)
+        if outcome == "created":
+            sequence = row[1]
+        else:
+            evicted.append((row[1], row[0]))
+    if sequence is None:
+        if max_letters is None:  # pragma: no cover - the statement always stores or finds one
+            msg = f"add of {letter.id!r} to {queue!r} neither stored nor found a letter"
+            raise BackendError(msg)
+        raise DeadLetterQueueFullError(queue, max_letters)
+    return Added(
+        letter=attrs.evolve(letter, sequence=sequence),
+        created=True,
+        evicted=tuple(letter_id for _, letter_id in sorted(evicted)),
+    )
+
+
+def _get(q: _DeadLetterStatements, queue: str, letter_id: str) -> _Op[DeadLetter | None]:
+    rows = yield _One(q.get, {"queue": queue, "id": letter_id})
+    return _letter(queue, rows[0]) if rows else None
+
+
+def _list(
+    q: _DeadLetterStatements, queue: str, where: LetterFilter, after: int, limit: int
+) -> _Op[list[DeadLetter]]:
+    condition, params = _where(queue, where)
+    params.update(after=_bigint(after), limit=_bigint(limit))
+    rows = yield _One(q.filtered(_LIST, condition), params)
+    return [_letter(queue, row) for row in rows]
+
+
+def _count(q: _DeadLetterStatements, queue: str, where: LetterFilter, text: str) -> _Op[int]:
+    """Run ``_COUNT`` or ``_PURGE_LETTERS`` (both answer one count) for *where*."""
+    condition, params = _where(queue, where)
+    rows = yield _One(q.filtered(text, condition), params)
+    return int(rows[0][0])
+
+
+def _stats(q: _DeadLetterStatements, queue: str) -> _Op[QueueStats]:
+    rows = yield _One(q.stats, {"queue": queue})
+    found = {reason: (int(n), oldest, newest) for reason, n, oldest, newest in rows}
+    if not found:
+        return QueueStats(total=0)
+    return QueueStats(
+        total=sum(n for n, _, _ in found.values()),
+        by_reason={reason: found[reason][0] for reason in REASONS if reason in found},
+        oldest=min(oldest for _, oldest, _ in found.values()),
+        newest=max(newest for _, _, newest in found.values()),
+    )
+
+
+def _replace(q: _DeadLetterStatements, letter: DeadLetter) -> _Op[bool]:
+    params = {"queue": letter.queue, "id": letter.id, **_content(letter)}
+    rows = yield _One(q.replace, params)
+    return bool(rows)
+
+
+def _delete(q: _DeadLetterStatements, queue: str, letter_ids: list[str]) -> _Op[int]:
+    rows = yield _One(q.delete, {"queue": queue, "ids": letter_ids})
+    return int(rows[0][0])
+
+
+def _storable_ids(letter_ids: Sequence[str]) -> list[str]:
+    """The distinct ids in *letter_ids* a letter can have (no other id is ever stored)."""
+    return sorted({i for i in letter_ids if check_letter_id(i) is None})
+
+
 def _error(where: str, exc: psycopg.Error) -> BackendError:
     """The invresilience error for a driver error (the caller chains *exc*)."""
     message = " ".join(str(exc).split()) or type(exc).__name__
@@ -484,6 +905,23 @@ def _check_idle(
         )
 
 
+def _check_outside_transaction(
+    connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> None:
+    """Refuse to run a transaction of the store's inside one already open on its connection."""
+    if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        msg = (
+            "the store's connection is inside a transaction: a dead-letter store runs its "
+            "own; give it a connection of its own, or a conninfo string"
+        )
+        raise BackendError(msg)
+
+
+#: Whether libpq can pipeline (version 14 and later); without, a transaction's statements
+#: take a round trip each.
+_PIPELINE: Final = psycopg.Pipeline.is_supported()
+
+
 def _extended_lease(lease: Lease, seconds: float) -> Lease:
     return rules.Lease(lease.key, lease.fence, lease.token, lease.fingerprint, seconds)
 
@@ -491,8 +929,110 @@ def _extended_lease(lease: Lease, seconds: float) -> Lease:
 # -- the sync store -------------------------------------------------------------------------------
 
 
+def _transact(conn: psycopg.Connection[Any], step: _Tx) -> list[list[Any]]:
+    """Run *step*'s statements between ``BEGIN`` and ``COMMIT`` in one pipeline; their rows."""
+    _check_outside_transaction(conn)
+    cursors: list[psycopg.Cursor[Any]] = []
+    try:
+        try:
+            with conn.pipeline() if _PIPELINE else contextlib.nullcontext():
+                conn.execute("BEGIN")
+                for one in step.steps:
+                    cursor = conn.cursor(row_factory=tuple_row)
+                    cursors.append(cursor)
+                    cursor.execute(one.query, one.params)
+                conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        return [cur.fetchall() if cur.description is not None else [] for cur in cursors]
+    finally:
+        for cursor in cursors:
+            cursor.close()
+
+
+class _SyncStore:
+    """What the sync stores share: one connection, opened on first use and after a break.
+
+    The connection is in autocommit mode and guarded by a :class:`threading.RLock`; the
+    subclass's tables are created (and their version checked) once, on the first call.
+    Operations are generators of statements (:data:`_Op`) that :meth:`_run` drives.
+    """
+
+    def __init__(self, connection: str | psycopg.Connection[Any], table_prefix: str) -> None:
+        self.table_prefix = _check_prefix(table_prefix)
+        self._lock = threading.RLock()
+        self._ready = False
+        self._closed = False
+        self._conn: psycopg.Connection[Any] | None
+        if isinstance(connection, str):
+            self._conninfo = connection
+            self._conn, self._owned = None, True
+        else:
+            _check_autocommit(connection)
+            self._conninfo = _reconnect_args(connection)
+            self._conn, self._owned = connection, False
+
+    def _schema(self) -> _Op[None]:
+        """Create the store's tables if needed and check their version."""
+        raise NotImplementedError
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The live connection: a new one after a break; the schema checked once."""
+        if self._closed:
+            raise _closed(repr(self))
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None and self._owned:
+                conn.close()
+            self._conn = None
+            conn = psycopg.Connection.connect(self._conninfo, autocommit=True)
+            self._conn, self._owned = conn, True
+        if not self._ready:
+            self._drive(conn, self._schema())
+            self._ready = True
+        return conn
+
+    @staticmethod
+    def _drive(conn: psycopg.Connection[Any], op: _Op[_T]) -> _T:
+        """Run the statements *op* yields on *conn*, feeding each one's rows back."""
+        answer: Any = None
+        try:
+            while True:
+                step = op.send(answer)
+                if isinstance(step, _Tx):
+                    answer = _transact(conn, step)
+                    continue
+                with conn.cursor(row_factory=tuple_row) as cur:
+                    if isinstance(step, _One):
+                        cur.execute(step.query, step.params)
+                        answer = cur.fetchall() if cur.description is not None else []
+                    else:
+                        cur.executemany(step.query, step.params, returning=True)
+                        answer = [cur.fetchall()]
+                        while cur.nextset():
+                            answer.append(cur.fetchall())
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _run(self, operation: str, op: _Op[_T]) -> _T:
+        with self._lock:
+            try:
+                return self._drive(self._connection(), op)
+            except psycopg.Error as exc:
+                raise _error(f"{self!r}.{operation}", exc) from exc
+
+    def close(self) -> None:
+        """Close the store's own connection (not a borrowed one); the store is done."""
+        with self._lock:
+            self._closed = True
+            if self._conn is not None and self._owned:
+                self._conn.close()
+            self._conn = None
+
+
 @final
-class PostgresIdempotencyStore:
+class PostgresIdempotencyStore(_SyncStore):
     """An :class:`~invresilience.typing.IdempotencyStore` in PostgreSQL.
 
     Thread-safe: one connection, one call at a time. The module documentation describes the
@@ -522,19 +1062,8 @@ class PostgresIdempotencyStore:
         table_prefix: str = "invresilience",
     ) -> None:
         self.namespace = check_namespace("namespace", namespace)
-        self.table_prefix = _check_prefix(table_prefix)
+        super().__init__(connection, table_prefix)
         self._q = _statements(table_prefix)
-        self._lock = threading.RLock()
-        self._ready = False
-        self._closed = False
-        self._conn: psycopg.Connection[Any] | None
-        if isinstance(connection, str):
-            self._conninfo = connection
-            self._conn, self._owned = None, True
-        else:
-            _check_autocommit(connection)
-            self._conninfo = _reconnect_args(connection)
-            self._conn, self._owned = connection, False
 
     def __repr__(self) -> str:
         return (
@@ -542,47 +1071,8 @@ class PostgresIdempotencyStore:
             f"table_prefix={self.table_prefix!r})"
         )
 
-    def _connection(self) -> psycopg.Connection[Any]:
-        """The live connection: a new one after a break; the schema checked once."""
-        if self._closed:
-            raise _closed(repr(self))
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None and self._owned:
-                conn.close()
-            self._conn = None
-            conn = psycopg.Connection.connect(self._conninfo, autocommit=True)
-            self._conn, self._owned = conn, True
-        if not self._ready:
-            self._drive(conn, _setup(self._q, f"{self.table_prefix}_idempotency"))
-            self._ready = True
-        return conn
-
-    @staticmethod
-    def _drive(conn: psycopg.Connection[Any], op: _Op[_T]) -> _T:
-        """Run the statements *op* yields on *conn*, feeding each one's rows back."""
-        answer: Any = None
-        try:
-            while True:
-                step = op.send(answer)
-                with conn.cursor(row_factory=tuple_row) as cur:
-                    if isinstance(step, _One):
-                        cur.execute(step.query, step.params)
-                        answer = cur.fetchall() if cur.description is not None else []
-                    else:
-                        cur.executemany(step.query, step.params, returning=True)
-                        answer = [cur.fetchall()]
-                        while cur.nextset():
-                            answer.append(cur.fetchall())
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-    def _run(self, operation: str, op: _Op[_T]) -> _T:
-        with self._lock:
-            try:
-                return self._drive(self._connection(), op)
-            except psycopg.Error as exc:
-                raise _error(f"{self!r}.{operation}", exc) from exc
+    def _schema(self) -> _Op[None]:
+        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_idempotency")
 
     def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL) -> Claim:
         """See :meth:`~invresilience.typing.IdempotencyStore.claim`; one round trip."""
@@ -693,14 +1183,6 @@ class PostgresIdempotencyStore:
                 _rollback(conn)
                 raise _error(where, exc) from exc
 
-    def close(self) -> None:
-        """Close the store's own connection (not a borrowed one); the store is done."""
-        with self._lock:
-            self._closed = True
-            if self._conn is not None and self._owned:
-                self._conn.close()
-            self._conn = None
-
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
     """Roll back, quietly when the connection is already gone (the server rolls it back)."""
@@ -760,8 +1242,121 @@ class PostgresTransaction:
 # -- the async store ------------------------------------------------------------------------------
 
 
+async def _atransact(conn: psycopg.AsyncConnection[Any], step: _Tx) -> list[list[Any]]:
+    """The async twin of :func:`_transact`."""
+    _check_outside_transaction(conn)
+    cursors: list[psycopg.AsyncCursor[Any]] = []
+    try:
+        try:
+            async with conn.pipeline() if _PIPELINE else contextlib.nullcontext():
+                await conn.execute("BEGIN")
+                for one in step.steps:
+                    cursor = conn.cursor(row_factory=tuple_row)
+                    cursors.append(cursor)
+                    await cursor.execute(one.query, one.params)
+                await conn.execute("COMMIT")
+        except BaseException:
+            await _arollback(conn)
+            raise
+        return [await cur.fetchall() if cur.description is not None else [] for cur in cursors]
+    finally:
+        for cursor in cursors:
+            await cursor.close()
+
+
+class _AsyncStore:
+    """The async twin of :class:`_SyncStore`: an :class:`asyncio.Lock`, held by one task at a
+    time (re-entered by the task holding it, inside a transaction)."""
+
+    def __init__(self, connection: str | psycopg.AsyncConnection[Any], table_prefix: str) -> None:
+        self.table_prefix = _check_prefix(table_prefix)
+        self._lock = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
+        self._ready = False
+        self._closed = False
+        self._conn: psycopg.AsyncConnection[Any] | None
+        if isinstance(connection, str):
+            self._conninfo = connection
+            self._conn, self._owned = None, True
+        else:
+            _check_autocommit(connection)
+            self._conninfo = _reconnect_args(connection)
+            self._conn, self._owned = connection, False
+
+    def _schema(self) -> _Op[None]:
+        """Create the store's tables if needed and check their version."""
+        raise NotImplementedError
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        """The live connection: a new one after a break; the schema checked once."""
+        if self._closed:
+            raise _closed(repr(self))
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None and self._owned:
+                await conn.close()
+            self._conn = None
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            self._conn, self._owned = conn, True
+        if not self._ready:
+            await self._drive(conn, self._schema())
+            self._ready = True
+        return conn
+
+    @staticmethod
+    async def _drive(conn: psycopg.AsyncConnection[Any], op: _Op[_T]) -> _T:
+        """Run the statements *op* yields on *conn*, feeding each one's rows back."""
+        answer: Any = None
+        try:
+            while True:
+                step = op.send(answer)
+                if isinstance(step, _Tx):
+                    answer = await _atransact(conn, step)
+                    continue
+                async with conn.cursor(row_factory=tuple_row) as cur:
+                    if isinstance(step, _One):
+                        await cur.execute(step.query, step.params)
+                        answer = await cur.fetchall() if cur.description is not None else []
+                    else:
+                        await cur.executemany(step.query, step.params, returning=True)
+                        answer = [await cur.fetchall()]
+                        while cur.nextset():
+                            answer.append(await cur.fetchall())
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    @contextlib.asynccontextmanager
+    async def _locked(self) -> AsyncIterator[None]:
+        """Hold the store, unless this task already does (inside a transaction)."""
+        task = asyncio.current_task()
+        if task is not None and task is self._owner:
+            yield
+            return
+        async with self._lock:
+            self._owner = task
+            try:
+                yield
+            finally:
+                self._owner = None
+
+    async def _run(self, operation: str, op: _Op[_T]) -> _T:
+        async with self._locked():
+            try:
+                return await self._drive(await self._connection(), op)
+            except psycopg.Error as exc:
+                raise _error(f"{self!r}.{operation}", exc) from exc
+
+    async def close(self) -> None:
+        """Close the store's own connection (not a borrowed one); the store is done."""
+        async with self._locked():
+            self._closed = True
+            if self._conn is not None and self._owned:
+                await self._conn.close()
+            self._conn = None
+
+
 @final
-class AsyncPostgresIdempotencyStore:
+class AsyncPostgresIdempotencyStore(_AsyncStore):
     """An :class:`~invresilience.typing.AsyncIdempotencyStore` in PostgreSQL.
 
     The async twin of :class:`PostgresIdempotencyStore`: the same tables, SQL and rules.
@@ -789,20 +1384,8 @@ class AsyncPostgresIdempotencyStore:
         table_prefix: str = "invresilience",
     ) -> None:
         self.namespace = check_namespace("namespace", namespace)
-        self.table_prefix = _check_prefix(table_prefix)
+        super().__init__(connection, table_prefix)
         self._q = _statements(table_prefix)
-        self._lock = asyncio.Lock()
-        self._owner: asyncio.Task[Any] | None = None
-        self._ready = False
-        self._closed = False
-        self._conn: psycopg.AsyncConnection[Any] | None
-        if isinstance(connection, str):
-            self._conninfo = connection
-            self._conn, self._owned = None, True
-        else:
-            _check_autocommit(connection)
-            self._conninfo = _reconnect_args(connection)
-            self._conn, self._owned = connection, False
 
     def __repr__(self) -> str:
         return (
@@ -810,61 +1393,8 @@ class AsyncPostgresIdempotencyStore:
             f"table_prefix={self.table_prefix!r})"
         )
 
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        """The live connection: a new one after a break; the schema checked once."""
-        if self._closed:
-            raise _closed(repr(self))
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
-            if conn is not None and self._owned:
-                await conn.close()
-            self._conn = None
-            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            self._conn, self._owned = conn, True
-        if not self._ready:
-            await self._drive(conn, _setup(self._q, f"{self.table_prefix}_idempotency"))
-            self._ready = True
-        return conn
-
-    @staticmethod
-    async def _drive(conn: psycopg.AsyncConnection[Any], op: _Op[_T]) -> _T:
-        """Run the statements *op* yields on *conn*, feeding each one's rows back."""
-        answer: Any = None
-        try:
-            while True:
-                step = op.send(answer)
-                async with conn.cursor(row_factory=tuple_row) as cur:
-                    if isinstance(step, _One):
-                        await cur.execute(step.query, step.params)
-                        answer = await cur.fetchall() if cur.description is not None else []
-                    else:
-                        await cur.executemany(step.query, step.params, returning=True)
-                        answer = [await cur.fetchall()]
-                        while cur.nextset():
-                            answer.append(await cur.fetchall())
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-    @contextlib.asynccontextmanager
-    async def _locked(self) -> AsyncIterator[None]:
-        """Hold the store, unless this task already does (inside :meth:`transaction`)."""
-        task = asyncio.current_task()
-        if task is not None and task is self._owner:
-            yield
-            return
-        async with self._lock:
-            self._owner = task
-            try:
-                yield
-            finally:
-                self._owner = None
-
-    async def _run(self, operation: str, op: _Op[_T]) -> _T:
-        async with self._locked():
-            try:
-                return await self._drive(await self._connection(), op)
-            except psycopg.Error as exc:
-                raise _error(f"{self!r}.{operation}", exc) from exc
+    def _schema(self) -> _Op[None]:
+        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_idempotency")
 
     async def claim(
         self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
@@ -974,14 +1504,6 @@ class AsyncPostgresIdempotencyStore:
                 await _arollback(conn)
                 raise _error(where, exc) from exc
 
-    async def close(self) -> None:
-        """Close the store's own connection (not a borrowed one); the store is done."""
-        async with self._locked():
-            self._closed = True
-            if self._conn is not None and self._owned:
-                await self._conn.close()
-            self._conn = None
-
 
 async def _arollback(conn: psycopg.AsyncConnection[Any]) -> None:
     """Roll back, quietly when the connection is already gone (the server rolls it back)."""
@@ -1032,6 +1554,237 @@ class AsyncPostgresTransaction:
         self.completed = True
 
 
+# -- the dead-letter stores -----------------------------------------------------------------------
+
+
+@final
+class PostgresDeadLetterStore(_SyncStore):
+    """A :class:`~invresilience.typing.DeadLetterStore` in PostgreSQL: the letters of one queue.
+
+    Thread-safe: one connection, one call at a time. Any number of stores, in any number of
+    processes, may share a queue: adds to it take turns on the queue's row, so sequences
+    follow the commit order and ``max_letters`` holds exactly. The module documentation
+    describes the tables and what happens when the connection breaks.
+
+    Usually made by :meth:`PostgresBackend.dead_letter_queue`.
+
+    Args:
+        connection: A conninfo string or URL (the store connects on first use and owns the
+            connection), or a :class:`psycopg.Connection` in autocommit mode, outside any
+            transaction (borrowed: :meth:`close` leaves it open).
+        queue: The queue's name (1 to 100 letters, digits or ``_.:-``).
+        table_prefix: Names the tables (``{prefix}_dead_letters``,
+            ``{prefix}_dead_letter_queues``, ``{prefix}_schema``): an SQL identifier of at
+            most 41 characters.
+
+    Raises:
+        ConfigurationError: An argument is invalid, or *connection* is not in autocommit mode.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        connection: str | psycopg.Connection[Any],
+        /,
+        queue: str = "default",
+        *,
+        table_prefix: str = "invresilience",
+    ) -> None:
+        self.queue = check_namespace("queue", queue)
+        super().__init__(connection, table_prefix)
+        self._q = _dead_letter_statements(table_prefix)
+
+    def __repr__(self) -> str:
+        return f"PostgresDeadLetterStore({self.queue!r}, table_prefix={self.table_prefix!r})"
+
+    def _schema(self) -> _Op[None]:
+        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_dead_letters")
+
+    def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`~invresilience.typing.DeadLetterStore.add`; one transaction, one round trip.
+
+        Raises:
+            DeadLetterQueueFullError: The queue holds *max_letters* letters and
+                *evict_oldest* is false.
+            ConfigurationError: *letter* is not a letter of this queue, or *max_letters*
+                is invalid.
+            BackendError: PostgreSQL failed (:exc:`~invresilience.exceptions.BackendUnavailableError`
+                when unreachable).
+
+        .. versionadded:: 0.1.0
+        """
+        check_letter(letter, self.queue)
+        check_max_letters(max_letters)
+        return self._run("add", _add(self._q, letter, max_letters, evict_oldest))
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`~invresilience.typing.DeadLetterStore.get`.
+
+        .. versionadded:: 0.1.0
+        """
+        if check_letter_id(letter_id) is not None:
+            return None
+        return self._run("get", _get(self._q, self.queue, letter_id))
+
+    def list(self, where: LetterFilter, *, after: int = 0, limit: int = 100) -> list[DeadLetter]:
+        """See :meth:`~invresilience.typing.DeadLetterStore.list`.
+
+        .. versionadded:: 0.1.0
+        """
+        check_limit(limit)
+        return self._run("list", _list(self._q, self.queue, where, after, limit))
+
+    def count(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.count`.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._run("count", _count(self._q, self.queue, where, _COUNT))
+
+    def stats(self) -> QueueStats:
+        """See :meth:`~invresilience.typing.DeadLetterStore.stats`; one query.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._run("stats", _stats(self._q, self.queue))
+
+    def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`~invresilience.typing.DeadLetterStore.replace`.
+
+        .. versionadded:: 0.1.0
+        """
+        check_letter(letter, self.queue)
+        return self._run("replace", _replace(self._q, letter))
+
+    def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.delete`.
+
+        .. versionadded:: 0.1.0
+        """
+        ids = _storable_ids(letter_ids)
+        if not ids:
+            return 0
+        return self._run("delete", _delete(self._q, self.queue, ids))
+
+    def purge(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.purge`; one statement.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._run("purge", _count(self._q, self.queue, where, _PURGE_LETTERS))
+
+
+@final
+class AsyncPostgresDeadLetterStore(_AsyncStore):
+    """An :class:`~invresilience.typing.AsyncDeadLetterStore` in PostgreSQL.
+
+    The async twin of :class:`PostgresDeadLetterStore`: the same tables, SQL and rules.
+    Safe for concurrent tasks of one event loop (one call at a time on its connection).
+
+    Args:
+        connection: A conninfo string or URL (the store connects on its first call and
+            owns the connection), or a :class:`psycopg.AsyncConnection` in autocommit mode,
+            outside any transaction (borrowed: :meth:`close` leaves it open).
+        queue: See :class:`PostgresDeadLetterStore`.
+        table_prefix: See :class:`PostgresDeadLetterStore`.
+
+    Raises:
+        ConfigurationError: An argument is invalid, or *connection* is not in autocommit mode.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        connection: str | psycopg.AsyncConnection[Any],
+        /,
+        queue: str = "default",
+        *,
+        table_prefix: str = "invresilience",
+    ) -> None:
+        self.queue = check_namespace("queue", queue)
+        super().__init__(connection, table_prefix)
+        self._q = _dead_letter_statements(table_prefix)
+
+    def __repr__(self) -> str:
+        return f"AsyncPostgresDeadLetterStore({self.queue!r}, table_prefix={self.table_prefix!r})"
+
+    def _schema(self) -> _Op[None]:
+        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_dead_letters")
+
+    async def add(
+        self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
+    ) -> Added:
+        """See :meth:`PostgresDeadLetterStore.add`.
+
+        .. versionadded:: 0.1.0
+        """
+        check_letter(letter, self.queue)
+        check_max_letters(max_letters)
+        return await self._run("add", _add(self._q, letter, max_letters, evict_oldest))
+
+    async def get(self, letter_id: str) -> DeadLetter | None:
+        """See :meth:`~invresilience.typing.DeadLetterStore.get`.
+
+        .. versionadded:: 0.1.0
+        """
+        if check_letter_id(letter_id) is not None:
+            return None
+        return await self._run("get", _get(self._q, self.queue, letter_id))
+
+    async def list(
+        self, where: LetterFilter, *, after: int = 0, limit: int = 100
+    ) -> list[DeadLetter]:
+        """See :meth:`~invresilience.typing.DeadLetterStore.list`.
+
+        .. versionadded:: 0.1.0
+        """
+        check_limit(limit)
+        return await self._run("list", _list(self._q, self.queue, where, after, limit))
+
+    async def count(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.count`.
+
+        .. versionadded:: 0.1.0
+        """
+        return await self._run("count", _count(self._q, self.queue, where, _COUNT))
+
+    async def stats(self) -> QueueStats:
+        """See :meth:`~invresilience.typing.DeadLetterStore.stats`; one query.
+
+        .. versionadded:: 0.1.0
+        """
+        return await self._run("stats", _stats(self._q, self.queue))
+
+    async def replace(self, letter: DeadLetter) -> bool:
+        """See :meth:`~invresilience.typing.DeadLetterStore.replace`.
+
+        .. versionadded:: 0.1.0
+        """
+        check_letter(letter, self.queue)
+        return await self._run("replace", _replace(self._q, letter))
+
+    async def delete(self, letter_ids: Sequence[str]) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.delete`.
+
+        .. versionadded:: 0.1.0
+        """
+        ids = _storable_ids(letter_ids)
+        if not ids:
+            return 0
+        return await self._run("delete", _delete(self._q, self.queue, ids))
+
+    async def purge(self, where: LetterFilter) -> int:
+        """See :meth:`~invresilience.typing.DeadLetterStore.purge`; one statement.
+
+        .. versionadded:: 0.1.0
+        """
+        return await self._run("purge", _count(self._q, self.queue, where, _PURGE_LETTERS))
+
+
 # -- the backend ----------------------------------------------------------------------------------
 
 _URL_PASSWORD = re.compile(r"(?<=:)[^:@/]*(?=@)")
@@ -1077,10 +1830,10 @@ class PostgresBackend:
     def __init__(self, conninfo: str, *, table_prefix: str = "invresilience") -> None:
         if not isinstance(conninfo, str):
             raise ConfigurationError("conninfo", conninfo, "must be a conninfo string or URL")
-        self.conninfo = conninfo
+        self.conninfo = self.url = conninfo
         self.table_prefix = _check_prefix(table_prefix)
-        self._stores: list[PostgresIdempotencyStore] = []
-        self._async_stores: list[AsyncPostgresIdempotencyStore] = []
+        self._stores: list[_SyncStore] = []
+        self._async_stores: list[_AsyncStore] = []
 
     @classmethod
     def from_url(cls, url: str, *, table_prefix: str = "invresilience") -> Self:
@@ -1121,6 +1874,45 @@ class PostgresBackend:
         )
         self._async_stores.append(store)
         return store
+
+    def dead_letter_store(self, queue: str) -> PostgresDeadLetterStore:
+        """A new sync store for dead-letter queue *queue*, closed by :meth:`close`.
+
+        Every store of one queue (in any process) sees the same letters.
+
+        .. versionadded:: 0.1.0
+        """
+        store = PostgresDeadLetterStore(self.conninfo, queue, table_prefix=self.table_prefix)
+        self._stores.append(store)
+        return store
+
+    def async_dead_letter_store(self, queue: str) -> AsyncPostgresDeadLetterStore:
+        """A new async store for dead-letter queue *queue* (it connects on its first call),
+        closed by :meth:`aclose`.
+
+        .. versionadded:: 0.1.0
+        """
+        store = AsyncPostgresDeadLetterStore(self.conninfo, queue, table_prefix=self.table_prefix)
+        self._async_stores.append(store)
+        return store
+
+    def dead_letter_queue(self, queue: str, **options: Any) -> DeadLetterQueue:
+        """A :class:`~invresilience.DeadLetterQueue` over a new :meth:`dead_letter_store`.
+
+        *options* (``codec``, ``redact``, ``max_letters``, ``when_full``, ...) go to its
+        constructor. Closing the queue closes its store; :meth:`close` does too.
+
+        .. versionadded:: 0.1.0
+        """
+        return DeadLetterQueue(self.dead_letter_store(queue), **options)
+
+    def async_dead_letter_queue(self, queue: str, **options: Any) -> AsyncDeadLetterQueue:
+        """An :class:`~invresilience.AsyncDeadLetterQueue` over a new
+        :meth:`async_dead_letter_store`; *options* go to its constructor.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncDeadLetterQueue(self.async_dead_letter_store(queue), **options)
 
     def close(self) -> None:
         """Close every sync store this backend made.
