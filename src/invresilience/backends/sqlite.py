@@ -1040,7 +1040,7 @@ def _bound(field: str, value: object) -> float:
     try:
         return float(value)
     except OverflowError:
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf
 
 
 # The columns of a letter, in the order _letter reads them and _values writes them.
@@ -1634,12 +1634,7 @@ class SqliteBackend:
     def __enter__(self) -> SqliteBackend:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def idempotency_store(self, namespace: str = "default") -> SqliteIdempotencyStore:
