@@ -50,7 +50,14 @@ import time
 from typing import TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import unquote, urlsplit
 
-from ._core.dlq import REASONS, LetterFilter, Reason, check_letter_id, check_queue_name
+from ._core.dlq import (
+    REASONS,
+    LetterFilter,
+    Reason,
+    check_letter_id,
+    check_queue_name,
+    decode_cursor,
+)
 from ._core.dlq import letter_to_json as _letter_to_json
 from ._dlq import PAYLOAD_HEADER
 from .backends._url import _redact
@@ -161,8 +168,6 @@ class _Parser(argparse.ArgumentParser):
         self.streams = streams
 
     def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
-        if not message:
-            return
         stream = self.streams.out if file is sys.stdout else self.streams.err
         stream.write(message)
 
@@ -267,6 +272,16 @@ def _rate_arg(text: str) -> float:
     return value
 
 
+def _cursor_arg(text: str) -> str:
+    try:
+        decode_cursor(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a cursor: use the one a listing printed (more: --cursor s42)"
+        ) from None
+    return text
+
+
 def _id_arg(text: str) -> str:
     problem = check_letter_id(text)
     if problem is not None:
@@ -286,9 +301,7 @@ def _target_arg(text: str) -> str:
 # -- formatting ---------------------------------------------------------------------------------
 
 
-def _iso(epoch: float | None, *, precise: bool = False) -> str:
-    if epoch is None:
-        return "-"
+def _iso(epoch: float, *, precise: bool = False) -> str:
     moment = datetime.datetime.fromtimestamp(epoch, tz=datetime.timezone.utc)
     if precise:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -296,9 +309,6 @@ def _iso(epoch: float | None, *, precise: bool = False) -> str:
 
 
 def _age(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
     parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         count, seconds = divmod(seconds, size)
@@ -306,7 +316,7 @@ def _age(seconds: float) -> str:
             parts.append(f"{int(count)}{unit}")
         if len(parts) == 2:
             break
-    return " ".join(parts)
+    return " ".join(parts) or "0s"
 
 
 def _one_line(text: str) -> str:
@@ -387,10 +397,7 @@ def _payload_view(queue: DeadLetterQueue, letter: DeadLetter) -> tuple[str, str]
         except CodecError:
             pass
         else:
-            try:
-                return "JSON", json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
-            except (TypeError, ValueError):
-                return "decoded", repr(value)
+            return "JSON", json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
     origin = {"raw": "raw bytes", "repr": "repr of an unencodable job"}.get(kind or "", "not JSON")
     try:
         return f"{origin}, UTF-8 text", letter.payload.decode("utf-8")
@@ -497,7 +504,12 @@ def _build_parser(streams: _Streams) -> tuple[_Parser, _Parser]:
         metavar="N",
         help="letters per page (default 50)",
     )
-    p.add_argument("--cursor", metavar="C", help="continue after the page that printed this cursor")
+    p.add_argument(
+        "--cursor",
+        metavar="C",
+        type=_cursor_arg,
+        help="continue after the page that printed this cursor",
+    )
     p.add_argument(
         "--json",
         action="store_true",
@@ -615,6 +627,11 @@ class _Session:
     """The opened backend and queue of one command, and how to name them safely."""
 
     def __init__(self, url: str, queue_name: str) -> None:
+        try:
+            urlsplit(url)
+        except ValueError as exc:
+            # Not even a URL: too broken to tell its password apart, so it is not shown.
+            raise _CliError(EXIT_USAGE, f"bad --backend: not a URL ({exc})") from None
         self.url = url
         self.shown = _redact(url)
         self.queue_name = queue_name
@@ -622,10 +639,7 @@ class _Session:
 
     def scrub(self, text: str) -> str:
         """*text* with the URL's password, if any, replaced by ``***``."""
-        try:
-            password = urlsplit(self.url).password
-        except ValueError:
-            password = None
+        password = urlsplit(self.url).password
         if password:
             for secret in {password, unquote(password)}:
                 text = text.replace(secret, "***")
@@ -649,16 +663,7 @@ class _Session:
             raise _CliError(EXIT_USAGE, f"bad --backend: {self.scrub(str(exc))}") from None
         except ImportError as exc:
             raise _CliError(EXIT_USAGE, self.scrub(str(exc))) from None
-        factory = getattr(self.backend, "dead_letter_queue", None)
-        if not callable(factory):
-            raise _CliError(
-                EXIT_USAGE, f"the backend {self.shown} does not keep dead-letter queues"
-            )
-        try:
-            queue: DeadLetterQueue = factory(self.queue_name)
-        except ConfigurationError as exc:
-            raise _CliError(EXIT_USAGE, self.scrub(str(exc))) from None
-        return queue
+        return self.backend.dead_letter_queue(self.queue_name)
 
     def close(self) -> None:
         if self.backend is not None:
@@ -717,7 +722,7 @@ def load_target(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
             raise ValueError(
                 f"--to {spec}: no module named {module_name!r} (looked in the current "
                 f"directory {cwd} and sys.path)"
@@ -823,21 +828,14 @@ class _Command:
 
     def list(self) -> int:
         where = self.where()
-        try:
-            page = self.queue.list(
-                reason=where.reasons,
-                key=where.key,
-                since=where.since,
-                before=where.before,
-                limit=self.args.limit,
-                cursor=self.args.cursor,
-            )
-        except ConfigurationError as exc:
-            if exc.field == "cursor":
-                raise _CliError(
-                    EXIT_USAGE, f"bad --cursor {self.args.cursor!r}: use one a listing printed"
-                ) from None
-            raise
+        page = self.queue.list(
+            reason=where.reasons,
+            key=where.key,
+            since=where.since,
+            before=where.before,
+            limit=self.args.limit,
+            cursor=self.args.cursor,
+        )
         if self.args.json:
             for letter in page.letters:
                 _say(self.out, _dump(_letter_to_json(letter, payload=self.args.payload)))
@@ -1015,7 +1013,7 @@ class _Command:
 
     def confirm(self, count: int, place: str) -> None:
         inp = self.streams.inp
-        if not _isatty(inp):
+        if not inp.isatty():
             raise _CliError(
                 EXIT_ABORTED,
                 f"{_n(count)} would be deleted from {place}, but stdin is not a terminal to "
@@ -1031,8 +1029,7 @@ class _Command:
 
     def stats(self) -> int:
         stats = self.queue.stats()
-        now = time.time()
-        age = None if stats.oldest is None else max(now - stats.oldest, 0.0)
+        age = None if stats.oldest is None else max(time.time() - stats.oldest, 0.0)
         if self.args.json:
             _say(
                 self.out,
@@ -1055,7 +1052,7 @@ class _Command:
             _say(self.out, "by reason:")
             for reason, count in stats.by_reason.items():
                 _say(self.out, f"  {reason.ljust(width)}  {count}")
-        if stats.oldest is not None and age is not None:
+        if age is not None and stats.oldest is not None and stats.newest is not None:
             _say(self.out, f"{'oldest:':<11} {_iso(stats.oldest)} ({_age(age)} ago)")
             _say(self.out, f"{'newest:':<11} {_iso(stats.newest)}")
         return EXIT_OK
@@ -1063,13 +1060,6 @@ class _Command:
 
 def _n(count: int) -> str:
     return f"{count} letter" + ("" if count == 1 else "s")
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -287,6 +287,25 @@ def test_a_missing_sqlite_file_is_a_usage_error(tmp_path: Path) -> None:
     assert not path.exists()
 
 
+def test_a_string_that_is_not_a_url_is_a_usage_error() -> None:
+    """A --backend that does not even parse as a URL exits 2 without echoing it."""
+    result = run("dlq", "stats", "--backend", "postgresql://u:hunter2@[::1", "--queue", QUEUE)
+    assert EXIT_USAGE == result.code
+    assert "bad --backend: not a URL (Invalid IPv6 URL)" in result.err
+    assert "hunter2" not in result.err
+
+
+def test_a_missing_driver_is_a_usage_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the PostgreSQL driver the command says which extra to install, exit 2."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.delitem(sys.modules, "invresilience.backends.postgres", raising=False)
+    result = run("dlq", "stats", "--backend", "postgresql://u:pw@db/x", "--queue", QUEUE)
+    assert EXIT_USAGE == result.code
+    assert "invresilience[postgres]" in result.err
+
+
 def test_a_file_that_is_not_a_database_is_a_backend_error(tmp_path: Path) -> None:
     """A SQLite file that is not a database exits 3, naming the backend."""
     path = tmp_path / "garbage.db"
@@ -306,6 +325,7 @@ def test_a_file_that_is_not_a_database_is_a_backend_error(tmp_path: Path) -> Non
         (["list", "--since", "10"], "'10' is not a time"),
         (["list", "--limit", "0"], "must be at least 1, got 0"),
         (["list", "--limit", "many"], "'many' is not a whole number"),
+        (["list", "--cursor", "page-2"], "'page-2' is not a cursor: use the one a listing"),
         (["show", "no spaces allowed"], "letter id 'no spaces allowed' must be"),
         (["redrive", "--to", "nocolon"], "'nocolon' is not MODULE:ATTR"),
         (["redrive", "--to", "m:f", "--rate", "0"], "must be a positive number of letters"),
@@ -392,6 +412,18 @@ def test_list_prints_an_aligned_table_oldest_first(seeded: DeadLetterQueue, url:
     starts = {line.index("2023-11-") for line in lines[1:]}
     assert 1 == len(starts), "the time column is aligned"
     assert "more:" not in result.out
+
+
+def test_list_width_falls_back_to_120_columns(
+    queue: DeadLetterQueue, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without COLUMNS, and with a terminal whose size cannot be read, lines stop at 120."""
+    put(queue, "long", at=T0, error=ValueError("x" * 300))
+    monkeypatch.delenv("COLUMNS")
+    out = Terminal()
+    code = main(["dlq", "list", "--backend", url, "--queue", QUEUE], stdout=out)
+    assert EXIT_OK == code
+    assert 120 == max(len(line) for line in out.getvalue().splitlines())
 
 
 def test_list_cuts_errors_to_the_terminal_width(
@@ -490,13 +522,6 @@ def test_json_pages_chain_through_cursors_with_filters(seeded: DeadLetterQueue, 
     assert {"cursor": None} == second[-1]
 
 
-def test_a_bad_cursor_is_a_usage_error(seeded: DeadLetterQueue, url: str) -> None:
-    """A cursor no listing printed exits 2."""
-    result = dlq(url, "list", "--cursor", "page-2")
-    assert EXIT_USAGE == result.code
-    assert "bad --cursor 'page-2'" in result.err
-
-
 def test_an_empty_listing_says_so(queue: DeadLetterQueue, url: str) -> None:
     """An empty queue, and filters matching nothing, print a sentence, not a bare header."""
     assert f"no letters in queue '{QUEUE}'\n" == dlq(url, "list").out
@@ -547,6 +572,27 @@ def test_show_prints_raw_utf8_payload_as_text(queue: DeadLetterQueue, url: str) 
     put(queue, "raw", at=T0, payload=b"line one\nline two")
     text = dlq(url, "show", "raw").out
     assert "payload (raw bytes, UTF-8 text, 17 bytes):\n  line one\n  line two\n" in text
+
+
+def test_show_of_an_empty_payload(queue: DeadLetterQueue, url: str) -> None:
+    """An empty payload is labelled empty, with nothing under it."""
+    put(queue, "nothing", at=T0, payload=b"")
+    assert "payload (empty, 0 bytes):\ntraceback:" in dlq(url, "show", "nothing").out
+
+
+def test_show_of_a_payload_another_codec_wrote(queue: DeadLetterQueue, url: str) -> None:
+    """A payload that is not JSON (written with another codec) is shown as its text."""
+
+    class Xml:
+        def encode(self, value: Any) -> bytes:
+            return f"<job id='{value}'/>".encode()
+
+        def decode(self, data: bytes) -> Any:
+            raise NotImplementedError
+
+    type(queue)(queue.store, codec=Xml(), clock=ManualClock(wall_start=T0)).put("x1", id="xml")
+    text = dlq(url, "show", "xml").out
+    assert "payload (not JSON, UTF-8 text, 14 bytes):\n  <job id='x1'/>\n" in text
 
 
 def test_show_json_is_the_whole_letter(seeded: DeadLetterQueue, url: str) -> None:
@@ -647,6 +693,32 @@ def test_redrive_of_a_missing_id_exits_4_after_redriving_the_others(
     assert ["a1"] == seen(module)
 
 
+def test_redrive_limit_applies_to_ids(
+    seeded: DeadLetterQueue, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--limit with --id redrives the first N ids given."""
+    module = handler_module(tmp_path, monkeypatch, RECORDING)
+    argv = ["--id", "p4", "--id", "a1", "--id", "m5", "--limit", "2"]
+    assert EXIT_OK == dlq(url, "redrive", "--to", f"{module}:handle", *argv).code
+    assert ["p4", "a1"] == seen(module)
+
+
+def test_redrive_calls_a_builtin_taking_star_args_with_each_letter(
+    queue: DeadLetterQueue,
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A callable taking *args (print) is a handler, called with each letter, not a factory."""
+    put(queue, "one", at=T0)
+    monkeypatch.chdir(tmp_path)
+    result = dlq(url, "redrive", "--to", "builtins:print")
+    assert EXIT_OK == result.code
+    assert "DeadLetter(id='one'" in capsys.readouterr().out
+    assert [] == remaining(queue)
+
+
 def test_redrive_ids_and_filters_do_not_mix(
     seeded: DeadLetterQueue, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -691,6 +763,8 @@ def test_redrive_dry_run_lists_and_changes_nothing(
     assert by_id.out.splitlines()[1].startswith("m5 ")
     limited = dlq(url, "redrive", "--to", f"{module}:handle", "--limit", "1", "--dry-run")
     assert "would redrive 1 letter to" in limited.out
+    nothing = dlq(url, "redrive", "--to", f"{module}:handle", "--key", "none", "--dry-run")
+    assert f"would redrive 0 letters to {module}:handle (dry run: nothing changed)\n" == nothing.out
 
 
 def test_redrive_factories_and_job_handlers(
@@ -778,6 +852,7 @@ def test_redrive_awaits_async_handlers(
         ("{module}:broken_factory", "calling the factory broken_factory() failed: OSError: nope"),
         ("{module}:makes_nothing", "NoneType is neither a JobHandler"),
         ("{broken}:handle", "importing '{broken}' failed: ZeroDivisionError"),
+        ("{needs_dep}:handle", "importing '{needs_dep}' failed: No module named 'no_such_dep_"),
     ],
 )
 def test_redrive_reports_a_bad_target_as_a_usage_error(
@@ -803,9 +878,11 @@ def test_redrive_reports_a_bad_target_as_a_usage_error(
         """,
     )
     broken = handler_module(tmp_path, monkeypatch, "1 / 0\n")
-    result = dlq(url, "redrive", "--to", target.format(module=module, broken=broken))
+    needs_dep = handler_module(tmp_path, monkeypatch, "import no_such_dep_xyz\n")
+    names = {"module": module, "broken": broken, "needs_dep": needs_dep}
+    result = dlq(url, "redrive", "--to", target.format(**names))
     assert EXIT_USAGE == result.code
-    assert message.format(broken=broken) in result.err
+    assert message.format(**names) in result.err
     assert 5 == len(remaining(seeded))
 
 
