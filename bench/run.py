@@ -4,7 +4,7 @@
 
     python bench/run.py                     # the full run, a few minutes
     python bench/run.py --quick             # a smoke run, under a minute
-    python bench/run.py --only breaker      # one module: retry, breaker, admission or idempotency
+    python bench/run.py --only breaker      # one module: retry, breaker, admission, idempotency, dlq
     python bench/run.py --json out.json --markdown out.md
 
 Benchmarks are reports, not tests: the exit status is 0 even when a budget is over,
@@ -13,7 +13,7 @@ that does not retry as configured, or really sleeps; a breaker that does not rej
 a limiter that rejects; a claim that does not acquire, a replay that does not replay) exits
 2, before timing or after it.
 
-The idempotency module needs Redis and PostgreSQL (``INVRES_REDIS_URL``,
+The idempotency and dlq modules need Redis and PostgreSQL (``INVRES_REDIS_URL``,
 ``INVRES_POSTGRES_URL``, local defaults as for the tests); an unreachable one is skipped and
 its verdicts say so.
 """
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_admission
 import bench_breaker
+import bench_dlq
 import bench_idempotency
 import bench_retry
 from _harness import BASELINE, Case, Gap, Result, Runner
@@ -118,6 +119,19 @@ BENCHES = (
         bench_idempotency.BASELINE_LABELS,
         bench_idempotency.teardown,
         bench_idempotency.PER_ITEM,
+    ),
+    Bench(
+        "dlq",
+        bench_dlq.TITLE,
+        bench_dlq.LIBRARIES,
+        bench_dlq.build_cases,
+        bench_dlq.check_cases,
+        bench_dlq.BUDGETS,
+        bench_dlq.NOTES,
+        bench_dlq.GAPS,
+        bench_dlq.BASELINE_LABELS,
+        bench_dlq.teardown,
+        bench_dlq.PER_ITEM,
     ),
 )
 
@@ -206,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=[b.key for b in BENCHES],
         metavar="NAME",
-        help="run only this benchmark (retry, breaker, admission, idempotency); repeatable",
+        help="run only this benchmark (retry, breaker, admission, idempotency, dlq); repeatable",
     )
     args = parser.parse_args(argv)
 
