@@ -672,9 +672,10 @@ class _Session:
 
     def describe(self, exc: BackendError) -> str:
         cause = exc.__cause__
-        detail = str(exc)
-        if cause is not None and str(cause) and str(cause) not in detail:
-            detail = f"{detail} ({type(cause).__name__}: {_one_line(str(cause))})"
+        detail = _one_line(str(exc))
+        reason = _one_line(str(cause)) if cause is not None else ""
+        if reason and reason not in detail:
+            detail = f"{detail} ({type(cause).__name__}: {reason})"
         verb = "cannot reach" if isinstance(exc, BackendUnavailableError) else "error from"
         return self.scrub(f"{verb} backend {self.shown}: {detail}")
 
