@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import socket
@@ -457,6 +458,25 @@ def test_answers_equal_the_memory_store_with_tiny_chunks(
         expected = answer(memory, kind, args)
         assert expected == answer(redis_store, kind, args), f"step {step}: {kind}{args}"
     assert memory.stats() == redis_store.stats()
+
+
+def test_extreme_time_bounds_select_what_the_memory_store_selects(
+    store: RedisDeadLetterStore,
+) -> None:
+    """Infinite, NaN, huge-int and tiny bounds answer list, count and purge exactly as memory does."""
+    memory = MemoryDeadLetterStore("q")
+    for i, at in enumerate((-1e308, 0, T0, 1e308)):
+        for target in (store, memory):
+            target.add(letter(f"l{i}", at=at, reason="poison" if i % 2 else "fatal"))
+    bounds = (None, math.inf, -math.inf, math.nan, 10**400, -(10**400), 1e308, -1e308, 0, T0)
+    for since in bounds:
+        for before in bounds:
+            for reasons in (None, frozenset({"poison"})):
+                where = LetterFilter(reasons=reasons, since=since, before=before)  # type: ignore[arg-type]
+                assert memory.list(where) == store.list(where), where
+                assert memory.count(where) == store.count(where), where
+    where = LetterFilter(since=-math.inf, before=10**400)
+    assert (4, 4) == (memory.purge(where), store.purge(where))
 
 
 # -- races --------------------------------------------------------------------------------------

@@ -1727,12 +1727,14 @@ class _Queue:
     def list(self, where: LetterFilter, after: int, limit: int) -> _Plan[list[DeadLetter]]:
         check_limit(limit)
         after = operator.index(after)
-        if where.reasons is not None and not where.reasons:
+        selected = _effective(where)
+        if selected is None:
             return []
-        return (yield from self.scan("list", where, after, limit))[1]
+        return (yield from self.scan("list", selected, after, limit))[1]
 
-    def count(self, where: LetterFilter) -> _Plan[int]:
-        if where.reasons is not None and not where.reasons:
+    def count(self, selecting: LetterFilter) -> _Plan[int]:
+        where = _effective(selecting)
+        if where is None:
             return 0
         if where.is_everything:
             return int((yield self.command("tally", "all")))
@@ -1773,8 +1775,9 @@ class _Queue:
             deleted += int((yield self.command("delete", *ids[start : start + SCAN_CHUNK])))
         return deleted
 
-    def purge(self, where: LetterFilter) -> _Plan[int]:
-        if where.reasons is not None and not where.reasons:
+    def purge(self, selecting: LetterFilter) -> _Plan[int]:
+        where = _effective(selecting)
+        if where is None:
             return 0
         if where.reasons is not None or where.key is not None:
             return (yield from self.scan("purge", where, 0, 0))[0]
@@ -1786,6 +1789,39 @@ class _Queue:
             deleted += n
             if n < SCAN_CHUNK:
                 return deleted
+
+
+def _bound(value: float | None) -> float | None:
+    """A filter's time bound as a float (an int too large for one as an infinity)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _effective(where: LetterFilter) -> LetterFilter | None:
+    """*where* with float bounds and those that bound nothing dropped; ``None`` if it selects nothing.
+
+    Letters' times are finite, so ``since=-inf`` and ``before=inf`` bound nothing, while
+    ``since=inf``, ``before=-inf``, a NaN bound or no reasons at all select nothing (as
+    :meth:`LetterFilter.matches <invresilience.typing.LetterFilter.matches>` decides).
+    """
+    since, before = _bound(where.since), _bound(where.before)
+    if (
+        (where.reasons is not None and not where.reasons)
+        or since == math.inf
+        or before == -math.inf
+    ):
+        return None
+    if (since is not None and math.isnan(since)) or (before is not None and math.isnan(before)):
+        return None
+    return attrs.evolve(
+        where,
+        since=None if since == -math.inf else since,
+        before=None if before == math.inf else before,
+    )
 
 
 def _score_range(where: LetterFilter) -> tuple[str, str]:
