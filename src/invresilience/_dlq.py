@@ -9,6 +9,7 @@ and drives redrives. The letters live in a :class:`~invresilience.typing.DeadLet
 from __future__ import annotations
 
 import datetime
+import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -136,11 +137,28 @@ def _epoch(field: str, value: object) -> float | None:
     return float(value)
 
 
-def _seconds(field: str, value: object, *, allow_none: bool) -> float | None:
+def _headers(value: object) -> dict[str, str]:
+    """*value* (``None`` or a mapping of ``str`` to ``str``) as a dict, without the reserved header.
+
+    :data:`PAYLOAD_HEADER` says how the queue stored the payload; a caller's own value for
+    it (copied from another letter, say) would make :meth:`~DeadLetterQueue.decode` lie.
+    """
     if value is None:
-        if allow_none:
-            return None
-        raise ConfigurationError(field, value, "must be a positive number of seconds")
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("headers", value, "must be a mapping of str to str or None")
+    out: dict[str, str] = {}
+    for name, text in cast("Mapping[object, object]", value).items():
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise ConfigurationError("headers", value, "must map str to str")
+        if name != PAYLOAD_HEADER:
+            out[name] = text
+    return out
+
+
+def _seconds(field: str, value: object) -> float | None:
+    if value is None:
+        return None
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if (
@@ -210,10 +228,16 @@ class _Shell:
         )
         self.max_letters = _positive_int(f"{name}.max_letters", max_letters, allow_none=True)
         self.when_full = when_full
-        self.retention = _seconds(f"{name}.retention", retention, allow_none=True)
+        self.retention = _seconds(f"{name}.retention", retention)
         self.traceback_limit = cast(
             "int", _positive_int(f"{name}.traceback_limit", traceback_limit)
         )
+        if not all(
+            callable(getattr(clock, m, None)) for m in ("monotonic", "wall", "sleep", "asleep")
+        ):
+            raise ConfigurationError(
+                f"{name}.clock", clock, "must have monotonic, wall, sleep and asleep"
+            )
         self.clock = clock
         self._next_sweep = -math.inf
 
@@ -239,32 +263,32 @@ class _Shell:
             raise ConfigurationError("id", id, problem)
         if key is not None and not isinstance(key, str):
             raise ConfigurationError("key", key, "must be a str or None")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ConfigurationError("fingerprint", fingerprint, "must be a str or None")
+        all_headers = _headers(headers)
         count: object = attempts
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ConfigurationError("attempts", attempts, "must be an int >= 0")
+        first = _epoch("first_failed_at", first_failed_at)
         extra: dict[str, str] = {}
         data = self._encode(payload, reason, extra)
         if len(data) > self.max_payload_bytes:
             raise PayloadTooLargeError(queue, len(data), self.max_payload_bytes)
-        all_headers = dict(headers or {})
         all_headers.update(extra)
-        try:
-            return DeadLetter.from_exception(
-                error,
-                queue=queue,
-                payload=data,
-                reason=reason,
-                now=self.clock.wall(),
-                id=id,
-                key=key,
-                fingerprint=fingerprint,
-                attempts=attempts,
-                first_failed_at=_epoch("first_failed_at", first_failed_at),
-                headers=all_headers,
-                traceback_limit=self.traceback_limit,
-            )
-        except ValueError as exc:
-            raise ConfigurationError("letter", payload, str(exc)) from exc
+        return DeadLetter.from_exception(
+            error,
+            queue=queue,
+            payload=data,
+            reason=reason,
+            now=self.clock.wall(),
+            id=id,
+            key=key,
+            fingerprint=fingerprint,
+            attempts=attempts,
+            first_failed_at=first,
+            headers=all_headers,
+            traceback_limit=self.traceback_limit,
+        )
 
     def _encode(self, payload: Any, reason: Reason, extra: dict[str, str]) -> bytes:
         if isinstance(payload, (bytes, bytearray, memoryview)):
@@ -329,7 +353,7 @@ class _Shell:
         older_than: float | datetime.timedelta | None,
         everything: bool,
     ) -> LetterFilter:
-        cutoff = _seconds("older_than", older_than, allow_none=True)
+        cutoff = _seconds("older_than", older_than)
         before = None if cutoff is None else self.clock.wall() - cutoff
         where = self._where(reason, key, since, before)
         if where.is_everything and not everything:
@@ -510,10 +534,15 @@ class DeadLetterQueue(_Shell):
         traceback_limit: int = DEFAULT_TRACEBACK_LIMIT,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not callable(getattr(store, "add", None)) or not isinstance(
-            getattr(store, "queue", None), str
-        ):
+        add = getattr(store, "add", None)
+        if not callable(add) or not isinstance(getattr(store, "queue", None), str):
             raise ConfigurationError("DeadLetterQueue.store", store, "must be a DeadLetterStore")
+        if inspect.iscoroutinefunction(add):
+            raise ConfigurationError(
+                "DeadLetterQueue.store",
+                store,
+                "is an AsyncDeadLetterStore: use AsyncDeadLetterQueue",
+            )
         super().__init__(
             codec=codec,
             redact=redact,
@@ -637,10 +666,15 @@ class DeadLetterQueue(_Shell):
     ) -> Iterator[DeadLetter]:
         """Every selected letter, oldest first, fetched *page_size* at a time.
 
+        The arguments are checked at the call, not at the first ``next()``.
+
         .. versionadded:: 0.1.0
         """
         where = self._where(reason, key, since, before)
         page_size = self._limit(page_size, "page_size")
+        return self._pages(where, page_size)
+
+    def _pages(self, where: LetterFilter, page_size: int) -> Iterator[DeadLetter]:
         after = 0
         while True:
             letters = self.store.list(where, after=after, limit=page_size)
@@ -764,10 +798,21 @@ class DeadLetterQueue(_Shell):
             permit = (
                 pacer.admission.acquire(timeout=3600.0) if pacer.admission is not None else None
             )
+            error: BaseException | None
             try:
-                verdict, error, new_reason = self._verdict(call(letter))
+                result = call(letter)
             except Exception as exc:  # noqa: BLE001 -- any failure keeps the letter
                 verdict, error, new_reason = "failed", exc, None
+            else:
+                if inspect.isawaitable(result):
+                    # An async target did not run (nothing awaits it here): the letter
+                    # must stay, and the caller must learn of the mistake.
+                    if inspect.iscoroutine(result):
+                        result.close()
+                    raise ConfigurationError(
+                        "to", to, "is async: redrive with an AsyncDeadLetterQueue"
+                    )
+                verdict, error, new_reason = self._verdict(result)
             finally:
                 if permit is not None:
                     permit.release()
@@ -796,7 +841,7 @@ class AsyncDeadLetterQueue(_Shell):
     """The async twin of :class:`DeadLetterQueue`, over an
     :class:`~invresilience.typing.AsyncDeadLetterStore`.
 
-    Same arguments; every method is a coroutine (``iter`` an async iterator), and
+    Same arguments; every method is a coroutine (``iter`` returns an async iterator), and
     :meth:`redrive` takes a :class:`~invresilience.JobHandler` (run with
     :meth:`~invresilience.JobHandler.aprocess_letter`) or an async callable.
 
@@ -818,11 +863,16 @@ class AsyncDeadLetterQueue(_Shell):
         traceback_limit: int = DEFAULT_TRACEBACK_LIMIT,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        if not callable(getattr(store, "add", None)) or not isinstance(
-            getattr(store, "queue", None), str
-        ):
+        add = getattr(store, "add", None)
+        if not callable(add) or not isinstance(getattr(store, "queue", None), str):
             raise ConfigurationError(
                 "AsyncDeadLetterQueue.store", store, "must be an AsyncDeadLetterStore"
+            )
+        if not inspect.iscoroutinefunction(add):
+            raise ConfigurationError(
+                "AsyncDeadLetterQueue.store",
+                store,
+                "is a DeadLetterStore (its add() is not a coroutine function): use DeadLetterQueue",
             )
         super().__init__(
             codec=codec,
@@ -911,7 +961,7 @@ class AsyncDeadLetterQueue(_Shell):
             cursor=encode_cursor(letters[-1].sequence) if more else None,
         )
 
-    async def iter(
+    def iter(
         self,
         *,
         reason: Reason | Iterable[Reason] | None = None,
@@ -920,9 +970,12 @@ class AsyncDeadLetterQueue(_Shell):
         before: When = None,
         page_size: int = 100,
     ) -> AsyncIterator[DeadLetter]:
-        """See :meth:`DeadLetterQueue.iter`."""
+        """See :meth:`DeadLetterQueue.iter` (an async iterator: ``async for letter in ...``)."""
         where = self._where(reason, key, since, before)
         page_size = self._limit(page_size, "page_size")
+        return self._pages(where, page_size)
+
+    async def _pages(self, where: LetterFilter, page_size: int) -> AsyncIterator[DeadLetter]:
         after = 0
         while True:
             letters = await self.store.list(where, after=after, limit=page_size)
@@ -991,7 +1044,11 @@ class AsyncDeadLetterQueue(_Shell):
         limit: int | None = None,
         rate: float | Admission | None = None,
     ) -> RedriveReport:
-        """See :meth:`DeadLetterQueue.redrive`; *to* is a job handler or an async callable."""
+        """See :meth:`DeadLetterQueue.redrive`; *to* is a job handler or an async callable.
+
+        A plain (non-async) callable is accepted too: it has run when it returns, so its
+        result is read like an awaited one's (it blocks the event loop while it runs).
+        """
         call = _async_target(to, self)
         pacer = _Pacer(rate, self.clock)
         limit = None if limit is None else self._limit(limit)
@@ -1021,7 +1078,11 @@ class AsyncDeadLetterQueue(_Shell):
                 else None
             )
             try:
-                verdict, error, new_reason = self._verdict(await call(letter))
+                result = call(letter)
+                if inspect.isawaitable(result):
+                    result = await result
+                # A plain callable has run already: read its result like an async one's.
+                verdict, error, new_reason = self._verdict(result)
             except Exception as exc:  # noqa: BLE001 -- any failure keeps the letter
                 verdict, error, new_reason = "failed", exc, None
             finally:
@@ -1049,7 +1110,8 @@ def _ids(ids: Iterable[str]) -> list[str]:
         problem = check_letter_id(letter_id)
         if problem is not None:
             raise ConfigurationError("ids", letter_id, problem)
-    return out
+    # An id given twice is still one letter: redriving it twice would record two failures.
+    return list(dict.fromkeys(out))
 
 
 def _present(letters: Iterable[DeadLetter | None]) -> Iterator[DeadLetter]:
@@ -1069,12 +1131,12 @@ def _sync_target(to: Any, queue: DeadLetterQueue) -> Callable[[DeadLetter], obje
 
 def _async_target(
     to: Any, queue: AsyncDeadLetterQueue
-) -> Callable[[DeadLetter], Awaitable[object]]:
+) -> Callable[[DeadLetter], Awaitable[object] | object]:
     process = getattr(to, "aprocess_letter", None)
     if callable(process):
         return lambda letter: process(letter, queue.decode(letter))
     if callable(to):
-        return cast("Callable[[DeadLetter], Awaitable[object]]", to)
+        return cast("Callable[[DeadLetter], Awaitable[object] | object]", to)
     raise ConfigurationError(
         "to", to, "must be a JobHandler or an async callable taking a DeadLetter"
     )

@@ -142,6 +142,14 @@ def _headers(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return cast("dict[str, str]", headers)
 
 
+def _text_of(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder when its ``__str__`` raises (the letter must be kept)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 -- a broken __str__ must not lose the job
+        return f"<{type(exc).__qualname__}: str() failed>"
+
+
 @final
 @attrs.frozen(kw_only=True)
 class DeadLetter:
@@ -222,7 +230,7 @@ class DeadLetter:
         if exc is not None:
             kind = type(exc)
             error_type = f"{kind.__module__}.{kind.__qualname__}"
-            error_message = truncate(str(exc), traceback_limit)
+            error_message = truncate(_text_of(exc), traceback_limit)
             text = truncate(
                 "".join(_traceback.format_exception(kind, exc, exc.__traceback__)), traceback_limit
             )
@@ -338,7 +346,10 @@ def reasons_of(value: object) -> frozenset[Reason] | None:
     """*value* (``None``, one reason or an iterable of them) as a set; ``ValueError`` if unknown."""
     if value is None:
         return None
-    items = [value] if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    try:
+        items = [value] if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    except TypeError:
+        items = [value]
     unknown = [item for item in items if item not in REASONS]
     if unknown or not items:
         raise ValueError(f"reason must be one or more of {', '.join(REASONS)}; got {value!r}")
