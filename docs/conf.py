@@ -65,6 +65,10 @@ nitpick_ignore_regex = [
     (r"py:(class|obj)", r"invresilience\.typing\._V"),
     # The union of claim answers, an alias autodoc shows by name in signatures.
     (r"py:class", r"Claim"),
+    # The same for the union of job outcomes (documented as invresilience.JobOutcome) and
+    # the private alias of a redrive target.
+    (r"py:class", r"JobOutcome"),
+    (r"py:class", r"_Target"),
     # Driver types in the backends' signatures: their own docs, not linkable offline.
     (r"py:.*", r"(redis|psycopg|sqlite3|os)(\..*)?"),
     (r"py:(class|exc|obj|data)", r"(RuntimeError|OSError)"),
