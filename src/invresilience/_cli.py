@@ -1020,8 +1020,9 @@ class _Command:
                 f"{_n(count)} would be deleted from {place}, but stdin is not a terminal to "
                 "confirm it: pass --yes to delete them (or --dry-run to only count)",
             )
-        self.out.write(f"delete {_n(count)} from {place} for good? [y/N] ")
-        self.out.flush()
+        # The question goes to stderr, so that it shows even when stdout is redirected.
+        self.streams.err.write(f"delete {_n(count)} from {place} for good? [y/N] ")
+        self.streams.err.flush()
         answer = inp.readline()
         if answer.strip().lower() not in ("y", "yes"):
             raise _CliError(EXIT_ABORTED, "aborted: nothing was deleted")
@@ -1096,6 +1097,13 @@ def main(
     except KeyboardInterrupt:
         _say(streams.err, "interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (``| head``): it had what it wanted. Point stdout at
+        # /dev/null so that the interpreter's final flush does not fail again.
+        if streams.out is sys.stdout:
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _main(argv: list[str], streams: _Streams) -> int:

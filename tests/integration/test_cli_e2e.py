@@ -155,3 +155,27 @@ def test_no_arguments_print_help_and_exit_2(tmp_path: Path) -> None:
     assert 2 == result.returncode
     assert result.stderr.startswith("usage: python -m invresilience")
     assert "runbook" in result.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """``dlq list | head -1`` on a listing longer than the pipe's buffer: the CLI exits 0 quietly on the broken pipe."""
+    url = "sqlite:///" + str(tmp_path / "state.db")
+    with open_backend(url) as backend:
+        queue = backend.dead_letter_queue("big")
+        for n in range(1000):
+            queue.put({"n": n}, reason="manual", key=f"job-{n:04d}-" + "k" * 20)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, *sys.path]), "COLUMNS": "200"}
+    where = ["--backend", url, "--queue", "big"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invresilience", "dlq", "list", "--limit", "1000", *where],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.readline().startswith(b"ID ")
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert (0, b"") == (process.wait(timeout=60), stderr)

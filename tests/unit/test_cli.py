@@ -345,6 +345,22 @@ def test_bad_input_is_a_usage_error_that_says_what_is_wrong(
     assert "" == result.out
 
 
+class ClosedPipe(io.StringIO):
+    """A stdout whose reader has gone away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_reader_that_goes_away_ends_the_run_quietly(seeded: DeadLetterQueue, url: str) -> None:
+    """A broken pipe on stdout (| head) exits 0 without a traceback."""
+    err = io.StringIO()
+    code = main(
+        ["dlq", "list", "--backend", url, "--queue", QUEUE], stdout=ClosedPipe(), stderr=err
+    )
+    assert (EXIT_OK, "") == (code, err.getvalue())
+
+
 # -- WHEN and DURATION ------------------------------------------------------------------------
 
 
@@ -950,8 +966,8 @@ def test_purge_deletes_when_the_operator_confirms(
     """At a terminal, 'y' or 'yes' (any case) confirms; the count is shown in the question."""
     result = dlq(url, "purge", "--reason", "fatal", stdin=Terminal(answer))
     assert EXIT_OK == result.code, result.err
-    assert result.out.startswith(f"delete 1 letter from queue '{QUEUE}' for good? [y/N] ")
-    assert result.out.endswith(f"deleted 1 letter from queue '{QUEUE}'\n")
+    assert f"delete 1 letter from queue '{QUEUE}' for good? [y/N] " == result.err
+    assert f"deleted 1 letter from queue '{QUEUE}'\n" == result.out
     assert ["a1", "i3", "p4", "m5"] == remaining(seeded)
 
 
@@ -960,8 +976,9 @@ def test_purge_aborts_on_anything_but_yes(seeded: DeadLetterQueue, url: str, ans
     """Any other answer (or end of input) aborts with exit 5 and deletes nothing."""
     result = dlq(url, "purge", "--all", stdin=Terminal(answer))
     assert EXIT_ABORTED == result.code
-    assert "delete 5 letters from queue" in result.out
+    assert result.err.startswith(f"delete 5 letters from queue '{QUEUE}' for good? [y/N] ")
     assert "aborted: nothing was deleted" in result.err
+    assert "" == result.out
     assert 5 == len(remaining(seeded))
 
 
