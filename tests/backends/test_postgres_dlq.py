@@ -39,7 +39,7 @@ from invresilience.exceptions import (
     DeadLetterQueueFullError,
 )
 from invresilience.testing import ManualClock
-from invresilience.typing import AsyncDeadLetterStore, DeadLetterStore
+from invresilience.typing import AsyncDeadLetterStore, Backend, DeadLetterStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -162,12 +162,14 @@ def _in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 
 def test_stores_satisfy_the_protocols(conninfo: str, prefix: str) -> None:
-    """Both stores are instances of their runtime-checkable Protocols."""
+    """Both stores are instances of their runtime-checkable Protocols; the backend has a url."""
     sync_store: DeadLetterStore = PostgresDeadLetterStore(conninfo, "q", table_prefix=prefix)
     async_store: AsyncDeadLetterStore = AsyncPostgresDeadLetterStore(conninfo, table_prefix=prefix)
     assert isinstance(sync_store, DeadLetterStore)
     assert isinstance(async_store, AsyncDeadLetterStore)
     assert ("q", "default") == (sync_store.queue, async_store.queue)
+    backend: Backend = PostgresBackend(conninfo, table_prefix=prefix)  # checked by mypy
+    assert conninfo == backend.url
 
 
 def test_answers_equal_the_memory_store(store: PostgresDeadLetterStore) -> None:
@@ -182,6 +184,8 @@ def test_answers_equal_the_memory_store(store: PostgresDeadLetterStore) -> None:
         LetterFilter(since=float("nan")),
         LetterFilter(before=float("nan")),
         LetterFilter(since=float("-inf"), before=float("inf")),
+        LetterFilter(since=-(10**400), before=10**400),
+        LetterFilter(since=10**400),
     ]
 
     def session(target: DeadLetterStore) -> list[object]:
@@ -410,6 +414,31 @@ def test_other_driver_errors_are_backend_errors(
     assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
     with pytest.raises(BackendError):  # the failed transaction was rolled back
         store.count(ALL)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("error_message", "a\x00b"),
+        ("traceback", "lone \udc80 surrogate"),
+        ("key", "k\x00"),
+        ("headers", {"h": "\x00"}),
+    ],
+)
+def test_text_postgresql_cannot_hold_is_a_backend_error(
+    store: PostgresDeadLetterStore, field: str, value: Any
+) -> None:
+    """A NUL character or a lone surrogate is a BackendError (chained, not "unavailable");
+    nothing is stored and the store keeps working."""
+    bad = attrs.evolve(_letter("bad"), **{field: value})
+    with pytest.raises(BackendError) as info:
+        store.add(bad)
+    assert not isinstance(info.value, BackendUnavailableError)
+    assert isinstance(info.value.__cause__, (psycopg.Error, UnicodeEncodeError))
+    assert 1 == store.add(_letter("good")).letter.sequence
+    with pytest.raises(BackendError):
+        store.replace(attrs.evolve(_letter("good"), **{field: value}))
+    assert [_letter("good")] == [attrs.evolve(x, sequence=0) for x in store.list(ALL)]
 
 
 def test_a_borrowed_connection(conninfo: str, prefix: str) -> None:

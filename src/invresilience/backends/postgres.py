@@ -81,7 +81,8 @@ A store keeps one connection, in autocommit mode, guarded by a lock (a :class:`t
 in the sync store, an :class:`asyncio.Lock` in the async one). It connects on first use.
 :exc:`psycopg.OperationalError` becomes :exc:`~invresilience.exceptions.BackendUnavailableError`,
 any other :exc:`psycopg.Error` a :exc:`~invresilience.exceptions.BackendError`, the driver's
-exception chained. When the connection breaks (the server restarted, the backend was
+exception chained; so is a string PostgreSQL cannot hold (a NUL character, a lone
+surrogate), refused before anything changes. When the connection breaks (the server restarted, the backend was
 terminated) the failing call raises; the next call opens a new connection, so work
 resumes once the server is back. A store given a connection borrows it (``close()``
 leaves it open); if it breaks, the store reconnects with the same parameters and owns the
@@ -145,7 +146,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Generator, Iterator, Sequence
-    from types import TracebackType
     from typing import TypeAlias
 
     from typing_extensions import Self
@@ -765,12 +765,24 @@ def _where(queue: str, where: LetterFilter) -> tuple[sql.Composed, dict[str, Any
         bound = getattr(where, name)
         if bound is None:
             continue
-        if math.isnan(bound):
+        value = _float_bound(bound)
+        if math.isnan(value):
             parts.append(sql.SQL("FALSE"))
         else:
             parts.append(sql.SQL(f"dead_lettered_at {operator} %({name})s::float8"))
-            params[name] = float(bound)
+            params[name] = value
     return sql.SQL(" AND ").join(parts), params
+
+
+def _float_bound(bound: float) -> float:
+    """*bound* as a float8 that compares with every stored time as *bound* does.
+
+    Times are finite floats, so an int beyond the float range compares like an infinity.
+    """
+    try:
+        return float(bound)
+    except OverflowError:
+        return math.inf if bound > 0 else -math.inf
 
 
 def _add(
@@ -859,11 +871,18 @@ def _storable_ids(letter_ids: Sequence[str]) -> list[str]:
     return sorted({i for i in letter_ids if check_letter_id(i) is None})
 
 
-def _error(where: str, exc: psycopg.Error) -> BackendError:
+#: What a call can raise from the driver: its errors, and the UTF-8 encoding of a ``str``
+#: PostgreSQL cannot hold (a lone surrogate) when psycopg sends it.
+_DRIVER_ERRORS: Final = (psycopg.Error, UnicodeEncodeError)
+
+
+def _error(where: str, exc: psycopg.Error | UnicodeEncodeError) -> BackendError:
     """The invresilience error for a driver error (the caller chains *exc*)."""
     message = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, psycopg.OperationalError):
         return BackendUnavailableError(f"{where}: PostgreSQL is unreachable: {message}")
+    if isinstance(exc, UnicodeEncodeError):
+        return BackendError(f"{where}: PostgreSQL cannot store a value: {message}")
     return BackendError(f"{where}: PostgreSQL failed: {message}")
 
 
@@ -1019,7 +1038,7 @@ class _SyncStore:
         with self._lock:
             try:
                 return self._drive(self._connection(), op)
-            except psycopg.Error as exc:
+            except _DRIVER_ERRORS as exc:
                 raise _error(f"{self!r}.{operation}", exc) from exc
 
     def close(self) -> None:
@@ -1343,7 +1362,7 @@ class _AsyncStore:
         async with self._locked():
             try:
                 return await self._drive(await self._connection(), op)
-            except psycopg.Error as exc:
+            except _DRIVER_ERRORS as exc:
                 raise _error(f"{self!r}.{operation}", exc) from exc
 
     async def close(self) -> None:
@@ -1816,6 +1835,10 @@ class PostgresBackend:
 
         with PostgresBackend.from_url("postgresql://app@db/app") as backend:
             guard = Idempotency(backend.idempotency_store("orders"), ttl=86400, lease=30.0)
+            dlq = backend.dead_letter_queue("orders", max_letters=10_000)
+
+    Attributes:
+        url: The conninfo string or URL it was made with (also ``conninfo``).
 
     Args:
         conninfo: A libpq conninfo string or ``postgresql://`` URL.
@@ -1936,10 +1959,5 @@ class PostgresBackend:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
