@@ -544,8 +544,8 @@ def _build_parser(streams: _Streams) -> tuple[_Parser, _Parser]:
         "    with no arguments, that returns one of these two;\n"
         "  - any other callable: called with each DeadLetter; returning normally means\n"
         "    handled, raising means failed again; an async function is awaited.\n\n"
-        "Select with --id (repeatable) or with the filters; no selection redrives every\n"
-        "letter. Try --dry-run first.",
+        "Select with --id (repeatable; exit code 4 if one is not in the queue) or with\n"
+        "the filters, not both; no selection redrives every letter. Try --dry-run first.",
         f"  {PROG} dlq redrive --to app.jobs:handler --dry-run\n"
         f"  {PROG} dlq redrive --to app.jobs:handler --reason exhausted --rate 5\n"
         f"  {PROG} dlq redrive --to app.jobs:make_handler --id key-3f2a9c0b1d --id key-77e1\n"
@@ -582,7 +582,9 @@ def _build_parser(streams: _Streams) -> tuple[_Parser, _Parser]:
         "Delete letters for good: those named by --id, those the filters select, those\n"
         "older than --older-than, or --all. Without a selection nothing runs. It shows\n"
         "how many letters would go and asks for 'y' on stdin; --yes skips the question\n"
-        "(needed when stdin is not a terminal, such as in scripts and cron jobs).",
+        "(needed when stdin is not a terminal, such as in scripts and cron jobs).\n"
+        "--id does not mix with the other selections; an --id not in the queue is named\n"
+        "and makes the exit code 4 (the others are still deleted).",
         f"  {PROG} dlq purge --reason invalid --older-than 7d --dry-run\n"
         f"  {PROG} dlq purge --reason invalid --older-than 7d\n"
         f"  {PROG} dlq purge --id key-3f2a9c0b1d --yes\n"
@@ -638,10 +640,16 @@ class _Session:
         self.backend: Backend | None = None
 
     def scrub(self, text: str) -> str:
-        """*text* with the URL's password, if any, replaced by ``***``."""
+        """*text* with the URL's password, if any, replaced by ``***``.
+
+        The password is replaced where it appears as in a URL (``:pw@``) or a conninfo
+        (``password=pw``), and anywhere when it is long enough not to be a common word.
+        """
+        text = text.replace(self.url, self.shown)
         password = urlsplit(self.url).password
-        if password:
-            for secret in {password, unquote(password)}:
+        for secret in {password, unquote(password)} if password else ():
+            text = text.replace(f":{secret}@", ":***@").replace(f"={secret}", "=***")
+            if len(secret) >= 6:
                 text = text.replace(secret, "***")
         return text
 

@@ -25,6 +25,7 @@ from invresilience._cli import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
+    _Session,
     main,
     parse_duration,
     parse_when,
@@ -304,6 +305,37 @@ def test_a_missing_driver_is_a_usage_error_naming_the_extra(
     result = run("dlq", "stats", "--backend", "postgresql://u:pw@db/x", "--queue", QUEUE)
     assert EXIT_USAGE == result.code
     assert "invresilience[postgres]" in result.err
+
+
+def test_an_unreachable_backend_exits_3_naming_it_without_the_password() -> None:
+    """A server nothing listens on exits 3; the message names it with ``***`` for the password."""
+    pytest.importorskip("psycopg")
+    url = "postgresql://app:s3cret-pw@127.0.0.1:1/test"
+    result = run("dlq", "list", "--backend", url, "--queue", QUEUE)
+    assert EXIT_BACKEND == result.code
+    assert "cannot reach backend postgresql://app:***@127.0.0.1:1/test: " in result.err
+    assert "s3cret-pw" not in result.err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("at postgresql://u:pw@db/x: refused", "at postgresql://u:***@db/x: refused"),
+        ("host=db user=u password=pw", "host=db user=u password=***"),
+        ("pw is a substring of pwned", "pw is a substring of pwned"),
+    ],
+)
+def test_backend_messages_hide_a_short_password_where_it_is_a_password(
+    text: str, expected: str
+) -> None:
+    """A short password is hidden in URL and conninfo forms, not in unrelated words."""
+    assert expected == _Session("postgresql://u:pw@db/x", QUEUE).scrub(text)
+
+
+def test_backend_messages_hide_a_long_password_anywhere() -> None:
+    """A password of six characters or more is hidden wherever it appears, decoded too."""
+    session = _Session("postgresql://u:p%40ss-word@db/x", QUEUE)
+    assert "auth failed for *** / ***" == session.scrub("auth failed for p@ss-word / p%40ss-word")
 
 
 def test_a_file_that_is_not_a_database_is_a_backend_error(tmp_path: Path) -> None:
