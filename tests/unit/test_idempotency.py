@@ -518,6 +518,9 @@ def test_open_backend_memory_and_errors() -> None:
         ir.open_backend("memory://somewhere")
     with pytest.raises(ir.ConfigurationError):
         ir.open_backend(42)  # type: ignore[arg-type]
+    with pytest.raises(ir.ConfigurationError, match="not a URL") as unparsable:
+        ir.open_backend("postgresql://u:hunter2@[::1")
+    assert "hunter2" not in str(unparsable.value)
     with pytest.raises(ir.ConfigurationError):
         backend.idempotency_store("bad namespace!")
     with backend:

@@ -51,7 +51,11 @@ def open_backend(url: str) -> Backend:
     """
     if not isinstance(url, str):
         raise ConfigurationError("url", url, "must be a str such as 'sqlite:///state.db'")
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        # Never echo it: an unparsable URL may still hold a password.
+        raise ConfigurationError("url", "<unparsable URL>", "is not a URL") from None
     entry = SCHEMES.get(scheme)
     if entry is None:
         supported = ", ".join(f"{name}://" for name in SCHEMES)
@@ -76,7 +80,10 @@ def open_backend(url: str) -> Backend:
 
 def _redact(url: str) -> str:
     """*url* with its password, if any, replaced by ``***``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
