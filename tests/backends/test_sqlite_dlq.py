@@ -108,7 +108,7 @@ def test_schema_is_created_and_versioned(store: SqliteDeadLetterStore, path: Pat
     )
     assert {
         "invresilience_dead_letters",
-        "invresilience_dead_letter_sequences",
+        "invresilience_dead_letter_queues",
         "invresilience_dead_letters_sequence",
         "invresilience_dead_letters_key",
         "invresilience_dead_letters_time",
@@ -484,6 +484,28 @@ def test_a_full_queue_rejects_before_anything_changes(store: SqliteDeadLetterSto
     existing = store.add(letter("a"), max_letters=1)
     assert (False, first) == (existing.created, existing.letter)
     assert [first] == store.list(LetterFilter())
+
+
+def test_the_cap_counts_rows_whoever_changes_them(store: SqliteDeadLetterStore, path: Path) -> None:
+    """Letters deleted or inserted by plain SQL (or purged) count for the cap like any others."""
+    for letter_id in ("a", "b", "c"):
+        store.add(letter(letter_id))
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("DELETE FROM invresilience_dead_letters WHERE id = 'a'")
+    assert store.add(letter("d"), max_letters=3).created
+    connection.execute(
+        "INSERT INTO invresilience_dead_letters SELECT queue, 'e', 99, reason, \"key\","
+        " fingerprint, error_type, error_message, traceback, attempts, first_failed_at,"
+        " last_failed_at, dead_lettered_at, headers, payload"
+        " FROM invresilience_dead_letters WHERE id = 'b'"
+    )
+    connection.close()
+    with pytest.raises(DeadLetterQueueFullError):
+        store.add(letter("f"), max_letters=4)
+    assert ("b",) == store.add(letter("f"), max_letters=4, evict_oldest=True).evicted
+    assert ["c", "d", "f", "e"] == [one.id for one in store.list(LetterFilter())]  # e is 99
+    assert 4 == store.purge(LetterFilter())
+    assert [(0,)] == rows(path, "SELECT held FROM invresilience_dead_letter_queues")
 
 
 # -- errors and arguments -------------------------------------------------------------------------

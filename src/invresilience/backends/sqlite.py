@@ -39,14 +39,16 @@ Tables named after *table_prefix* (``invresilience`` by default)::
                             first_failed_at REAL, last_failed_at REAL,
                             dead_lettered_at REAL, headers (JSON text), payload BLOB,
                             PRIMARY KEY (queue, id)
-    <prefix>_dead_letter_sequences
-                            queue TEXT PRIMARY KEY, last INTEGER
+    <prefix>_dead_letter_queues
+                            queue TEXT PRIMARY KEY, last INTEGER, held INTEGER
 
 with the index ``<prefix>_idempotency_expires`` on ``(namespace, expires_at)`` for
 :meth:`~SqliteIdempotencyStore.purge_expired`, and on the letters a unique index on
 ``(queue, sequence)`` and indexes on ``(queue, key)`` and ``(queue, dead_lettered_at)``.
-A letter's sequence comes from its queue's counter in ``<prefix>_dead_letter_sequences``,
-which deleting letters never winds back. Text that UTF-8 cannot carry (lone surrogates,
+A letter's sequence comes from its queue's counter ``last`` in
+``<prefix>_dead_letter_queues``, which deleting letters never winds back; ``held``, the
+number of letters the queue holds (what the cap is checked against, without counting
+rows), is kept by triggers on every insert and delete, whoever makes it. Text that UTF-8 cannot carry (lone surrogates,
 as in the message of an error about an undecodable file name) is kept as its
 ``surrogatepass`` encoding, in a BLOB, and read back as it was.
 
@@ -213,12 +215,24 @@ _MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
                 ON "{p}_dead_letters" (queue, "key")""",
             """CREATE INDEX IF NOT EXISTS "{p}_dead_letters_time"
                 ON "{p}_dead_letters" (queue, dead_lettered_at)""",
-            # The last sequence each queue handed out: kept when its letters are deleted,
-            # so a sequence is never reused.
-            """CREATE TABLE IF NOT EXISTS "{p}_dead_letter_sequences" (
+            # Per queue: the last sequence handed out (kept when its letters are deleted,
+            # so a sequence is never reused), and how many letters it holds, which the
+            # triggers keep equal to its rows so add() checks the cap without a COUNT.
+            """CREATE TABLE IF NOT EXISTS "{p}_dead_letter_queues" (
                 queue TEXT PRIMARY KEY,
-                last INTEGER NOT NULL
+                last INTEGER NOT NULL,
+                held INTEGER NOT NULL
             )""",
+            """CREATE TRIGGER IF NOT EXISTS "{p}_dead_letters_inserted"
+                AFTER INSERT ON "{p}_dead_letters" BEGIN
+                    UPDATE "{p}_dead_letter_queues" SET held = held + 1
+                        WHERE queue = NEW.queue;
+                END""",
+            """CREATE TRIGGER IF NOT EXISTS "{p}_dead_letters_deleted"
+                AFTER DELETE ON "{p}_dead_letters" BEGIN
+                    UPDATE "{p}_dead_letter_queues" SET held = held - 1
+                        WHERE queue = OLD.queue;
+                END""",
         ),
     ),
 }
@@ -1072,9 +1086,10 @@ class SqliteDeadLetterStore:
     The letters of every queue share the table ``<prefix>_dead_letters``, each store
     seeing only its own queue's. :meth:`add` is one ``BEGIN IMMEDIATE`` transaction
     (the id check, the cap, the eviction and the insert); every other operation is one
-    statement. Sequences come from a per-queue counter in ``<prefix>_dead_letter_sequences``
+    statement. Sequences come from a per-queue counter in ``<prefix>_dead_letter_queues``
     that deleting letters never winds back, so they strictly increase and are never
-    reused. The store holds one connection, shared by its threads under a lock; any
+    reused; the cap is checked against that table's count of the queue's letters, kept
+    by triggers, so a full queue costs no more to add to than an empty one. The store holds one connection, shared by its threads under a lock; any
     number of stores, in any number of processes on one host, may open the same file.
 
     Use it as a context manager to close it at the end of a block.
@@ -1114,17 +1129,14 @@ class SqliteDeadLetterStore:
         self.durability = _check_durability(f"{name}.durability", durability)
         self.busy_timeout = _check_busy_timeout(f"{name}.busy_timeout", busy_timeout)
         table = f'"{self.table_prefix}_dead_letters"'
-        sequences = f'"{self.table_prefix}_dead_letter_sequences"'
+        queues = f'"{self.table_prefix}_dead_letter_queues"'
         self._table = table
         self._get = f"SELECT {_LETTER_COLUMNS} FROM {table} WHERE queue = ? AND id = ?"
-        self._count = f"SELECT COUNT(*) FROM {table} WHERE queue = ?"
         self._oldest = f"SELECT id, sequence FROM {table} WHERE queue = ? ORDER BY sequence LIMIT ?"
         self._evict = f"DELETE FROM {table} WHERE queue = ? AND sequence <= ?"
-        self._next = (
-            f"INSERT INTO {sequences} (queue, last) VALUES (?, 1)"
-            " ON CONFLICT (queue) DO UPDATE SET last = last + 1"
-        )
-        self._last = f"SELECT last FROM {sequences} WHERE queue = ?"
+        self._counters = f"SELECT last, held FROM {queues} WHERE queue = ?"
+        self._first = f"INSERT INTO {queues} (queue, last, held) VALUES (?, ?, 0)"
+        self._next = f"UPDATE {queues} SET last = ? WHERE queue = ?"
         self._insert = (
             f"INSERT INTO {table} (queue, id, sequence, {', '.join(_LETTER_FIELDS)})"
             f" VALUES (?, ?, ?, {', '.join('?' * len(_LETTER_FIELDS))})"
@@ -1278,19 +1290,24 @@ class SqliteDeadLetterStore:
             row = connection.execute(self._get, (self.queue, letter.id)).fetchone()
             if row is not None:
                 return Added(letter=self._letter(row), created=False)
+            counters = connection.execute(self._counters, (self.queue,)).fetchone()
+            last, held = (0, 0) if counters is None else counters
             evicted: tuple[str, ...] = ()
-            if max_letters is not None:
-                (held,) = connection.execute(self._count, (self.queue,)).fetchone()
-                if held >= max_letters:
-                    if not evict_oldest:
-                        raise DeadLetterQueueFullError(self.queue, max_letters)
-                    oldest = connection.execute(
-                        self._oldest, (self.queue, held - max_letters + 1)
-                    ).fetchall()
+            if max_letters is not None and held >= max_letters:
+                if not evict_oldest:
+                    raise DeadLetterQueueFullError(self.queue, max_letters)
+                oldest = connection.execute(
+                    self._oldest, (self.queue, held - max_letters + 1)
+                ).fetchall()
+                if oldest:
                     connection.execute(self._evict, (self.queue, oldest[-1][1]))
-                    evicted = tuple(old_id for old_id, _ in oldest)
-            connection.execute(self._next, (self.queue,))
-            (sequence,) = connection.execute(self._last, (self.queue,)).fetchone()
+                evicted = tuple(old_id for old_id, _ in oldest)
+            sequence = last + 1
+            if counters is None:
+                connection.execute(self._first, (self.queue, sequence))
+            else:
+                connection.execute(self._next, (sequence, self.queue))
+            # The insert trigger counts the letter in `held`.
             connection.execute(self._insert, (self.queue, letter.id, sequence, *values))
         return Added(letter=attrs.evolve(letter, sequence=sequence), created=True, evicted=evicted)
 
