@@ -31,10 +31,11 @@ from ._core.breaker import BreakerState
 from ._core.dlq import DeadLetter
 from ._core.jobs import DeadLettered, Done, JobOutcome, Replayed, RetryLater
 from ._core.retry import RetryDecision
-from ._dlq import AsyncDeadLetterQueue, DeadLetterEvent, DeadLetterQueue, LetterPage, RedriveReport
+from ._dlq import AsyncDeadLetterQueue, DeadLetterQueue, LetterPage, RedriveReport
 from ._events import (
     AdmissionEvent,
     BreakerEvent,
+    DeadLetterEvent,
     Event,
     Listener,
     LoggingListener,

@@ -34,7 +34,7 @@ from ._core.dlq import (
     truncate,
 )
 from ._core.jobs import DeadLettered, Replayed, RetryLater
-from ._events import Event
+from ._events import DeadLetterEvent
 from .exceptions import (
     CodecError,
     ConfigurationError,
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncDeadLetterQueue",
-    "DeadLetterEvent",
     "DeadLetterQueue",
     "LetterPage",
     "RedriveReport",
@@ -57,30 +56,6 @@ __all__ = [
 PAYLOAD_HEADER = "invresilience-payload"
 
 When = float | datetime.datetime | None
-
-
-@final
-@attrs.frozen(kw_only=True)
-class DeadLetterEvent(Event):
-    """A dead-letter queue stored, refused, evicted, expired, purged or redrove letters.
-
-    ``source`` is the queue's name.
-
-    Attributes:
-        kind: ``"stored"``, ``"rejected"`` (full, nothing stored), ``"evicted"`` (the
-            oldest letters deleted to make room), ``"expired"`` (deleted by retention),
-            ``"purged"`` or ``"redriven"``.
-        count: How many letters the event concerns.
-        ids: Their ids, where known.
-        reason: For ``"stored"``, the letter's reason.
-
-    .. versionadded:: 0.1.0
-    """
-
-    kind: Literal["stored", "rejected", "evicted", "expired", "purged", "redriven"]
-    count: int = 0
-    ids: tuple[str, ...] = ()
-    reason: Reason | None = None
 
 
 @final
@@ -506,7 +481,7 @@ class DeadLetterQueue(_Shell):
             :exc:`~invresilience.exceptions.DeadLetterQueueFullError` (a job handler
             then leaves the job with its broker: nothing is lost), or ``"drop_oldest"``
             deletes the oldest letters to make room. Either emits a
-            :class:`DeadLetterEvent`.
+            :class:`~invresilience.DeadLetterEvent`.
         retention: Letters older than this (seconds or a ``timedelta``) are deleted, by
             :meth:`expire` and every so often by :meth:`put`; ``None`` (the default)
             keeps them until purged.
@@ -721,10 +696,12 @@ class DeadLetterQueue(_Shell):
         .. versionadded:: 0.1.0
         """
         if ids is not None:
+            _only_ids(reason, key, since, older_than, everything)
             count = self.store.delete(_ids(ids))
         else:
             count = self.store.purge(self._purge_filter(reason, key, since, older_than, everything))
-        self._emit(self.name, "purged", count=count)
+        if count:
+            self._emit(self.name, "purged", count=count)
         return count
 
     def expire(self) -> int:
@@ -825,7 +802,8 @@ class DeadLetterQueue(_Shell):
         report = RedriveReport(
             redriven=tuple(redriven), skipped=tuple(skipped), failed=tuple(failed)
         )
-        self._emit(self.name, "redriven", (*redriven, *skipped))
+        if redriven or skipped:
+            self._emit(self.name, "redriven", (*redriven, *skipped))
         return report
 
     def close(self) -> None:
@@ -1012,12 +990,14 @@ class AsyncDeadLetterQueue(_Shell):
     ) -> int:
         """See :meth:`DeadLetterQueue.purge`."""
         if ids is not None:
+            _only_ids(reason, key, since, older_than, everything)
             count = await self.store.delete(_ids(ids))
         else:
             count = await self.store.purge(
                 self._purge_filter(reason, key, since, older_than, everything)
             )
-        self._emit(self.name, "purged", count=count)
+        if count:
+            self._emit(self.name, "purged", count=count)
         return count
 
     async def expire(self) -> int:
@@ -1094,12 +1074,20 @@ class AsyncDeadLetterQueue(_Shell):
                 continue
             await self.store.delete([letter.id])
             (redriven if verdict == "redriven" else skipped).append(letter.id)
-        self._emit(self.name, "redriven", (*redriven, *skipped))
+        if redriven or skipped:
+            self._emit(self.name, "redriven", (*redriven, *skipped))
         return RedriveReport(redriven=tuple(redriven), skipped=tuple(skipped), failed=tuple(failed))
 
     async def close(self) -> None:
         """See :meth:`DeadLetterQueue.close`."""
         await self.store.close()
+
+
+def _only_ids(*selection: object) -> None:
+    if any(part is not None and part is not False for part in selection):
+        raise ConfigurationError(
+            "purge()", "ids and a filter", "takes ids or a filter (or everything=True), not both"
+        )
 
 
 def _ids(ids: Iterable[str]) -> list[str]:

@@ -17,11 +17,13 @@ import attrs
 from typing_extensions import final
 
 from ._core.breaker import OPEN, BreakerState
+from ._core.dlq import Reason
 from ._core.retry import RetryDecision
 
 __all__ = [
     "AdmissionEvent",
     "BreakerEvent",
+    "DeadLetterEvent",
     "Event",
     "Listener",
     "LoggingListener",
@@ -115,6 +117,30 @@ class AdmissionEvent(Event):
     kind: Literal["rejected", "limit_changed"]
     retry_after: float | None = None
     limit: int | None = None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class DeadLetterEvent(Event):
+    """A dead-letter queue stored, refused, evicted, expired, purged or redrove letters.
+
+    ``source`` is the queue's name.
+
+    Attributes:
+        kind: ``"stored"``, ``"rejected"`` (full, nothing stored), ``"evicted"`` (the
+            oldest letters deleted to make room), ``"expired"`` (deleted by retention),
+            ``"purged"`` or ``"redriven"``.
+        count: How many letters the event concerns.
+        ids: Their ids, where known.
+        reason: For ``"stored"``, the letter's reason.
+
+    .. versionadded:: 0.1.0
+    """
+
+    kind: Literal["stored", "rejected", "evicted", "expired", "purged", "redriven"]
+    count: int = 0
+    ids: tuple[str, ...] = ()
+    reason: Reason | None = None
 
 
 Listener = Callable[[Event], None]
@@ -260,9 +286,25 @@ class LoggingListener:
                     f": {event.exception!r}" if event.exception is not None else "",
                     extra={"invresilience_event": event},
                 )
+        elif isinstance(event, DeadLetterEvent):
+            level = logging.WARNING if event.kind in _DLQ_WARNINGS else logging.INFO
+            if self.logger.isEnabledFor(level):
+                self.logger.log(
+                    level,
+                    "dead-letter queue %r %s %d letter(s)%s",
+                    event.source,
+                    event.kind,
+                    event.count,
+                    f" ({event.reason})" if event.reason is not None else "",
+                    extra={"invresilience_event": event},
+                )
         elif self.logger.isEnabledFor(logging.DEBUG if _is_rejection(event) else logging.INFO):
             level = logging.DEBUG if _is_rejection(event) else logging.INFO
             self.logger.log(level, "%r", event, extra={"invresilience_event": event})
+
+
+# A letter stored, refused by a full queue, or evicted to make room needs a human.
+_DLQ_WARNINGS = frozenset({"stored", "rejected", "evicted"})
 
 
 def _is_rejection(event: Event) -> bool:

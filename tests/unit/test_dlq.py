@@ -988,8 +988,7 @@ def test_events_are_built_only_with_a_listener(
     assert [
         ir.DeadLetterEvent(source="orders", kind="stored", count=1, ids=("b",), reason="fatal"),
         ir.DeadLetterEvent(source="orders", kind="redriven", count=1, ids=("b",)),
-        ir.DeadLetterEvent(source="orders", kind="purged", count=0),
-    ] == emitted
+    ] == emitted  # a purge or a redrive that removed nothing says nothing
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -1568,3 +1567,39 @@ def test_async_events_only_with_a_listener(
 
     asyncio.run(main())
     assert [] == emitted
+
+
+def test_purge_refuses_ids_and_a_filter_together(queue: ir.DeadLetterQueue) -> None:
+    """ids= with a filter would silently ignore the filter: it is refused instead."""
+    queue.put(JOB, id="a")
+    with pytest.raises(ir.ConfigurationError, match="not both"):
+        queue.purge(ids=["a"], reason="manual")
+    assert 1 == queue.count()
+
+
+def test_error_text_every_store_can_hold() -> None:
+    """NUL and lone surrogates in an exception's message are escaped, not refused later."""
+    try:
+        raise ValueError("bad\x00byte \udcff")
+    except ValueError as exc:
+        letter = ir.DeadLetter.from_exception(exc, queue="q", payload=b"", reason="fatal", now=1.0)
+    assert "bad\\x00byte \\udcff" == letter.error_message
+    assert letter.traceback is not None
+    assert "\x00" not in letter.traceback
+
+
+def test_dead_letter_events_are_logged_at_warning_when_they_need_a_human(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stored, rejected and evicted letters are warnings; purges and redrives are info."""
+    listener = ir.LoggingListener()
+    with caplog.at_level("DEBUG", logger="invresilience"):
+        listener(ir.DeadLetterEvent(source="orders", kind="stored", count=1, reason="fatal"))
+        listener(ir.DeadLetterEvent(source="orders", kind="purged", count=3))
+    assert [
+        ("WARNING", "dead-letter queue 'orders' stored 1 letter(s) (fatal)"),
+        (
+            "INFO",
+            "dead-letter queue 'orders' purged 3 letter(s)",
+        ),
+    ] == [(r.levelname, r.getMessage()) for r in caplog.records]

@@ -37,6 +37,7 @@ __all__ = [
     "letter_to_json",
     "new_letter_id",
     "reasons_of",
+    "storable",
     "truncate",
 ]
 
@@ -113,6 +114,21 @@ def truncate(text: str, limit: int) -> str:
     keep = max(limit - len(marker), 0)
     head = keep // 3
     return text[:head] + marker + text[len(text) - (keep - head) :] if keep else text[:limit]
+
+
+def storable(text: str) -> str:
+    """*text* that every store can hold: NUL and lone surrogates escaped as ``\\x00`` / ``\\udc80``.
+
+    PostgreSQL's text refuses both, and an exception's message is whatever the failing
+    code put in it: a job must never be impossible to dead-letter because of it.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _check_attempts(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -230,9 +246,10 @@ class DeadLetter:
         if exc is not None:
             kind = type(exc)
             error_type = f"{kind.__module__}.{kind.__qualname__}"
-            error_message = truncate(_text_of(exc), traceback_limit)
+            error_message = truncate(storable(_text_of(exc)), traceback_limit)
             text = truncate(
-                "".join(_traceback.format_exception(kind, exc, exc.__traceback__)), traceback_limit
+                storable("".join(_traceback.format_exception(kind, exc, exc.__traceback__))),
+                traceback_limit,
             )
         return cls(
             id=new_letter_id() if id is None else id,
