@@ -48,9 +48,9 @@ with the index ``<prefix>_idempotency_expires`` on ``(namespace, expires_at)`` f
 A letter's sequence comes from its queue's counter ``last`` in
 ``<prefix>_dead_letter_queues``, which deleting letters never winds back; ``held``, the
 number of letters the queue holds (what the cap is checked against, without counting
-rows), is kept by triggers on every insert and delete, whoever makes it. Text that UTF-8 cannot carry (lone surrogates,
-as in the message of an error about an undecodable file name) is kept as its
-``surrogatepass`` encoding, in a BLOB, and read back as it was.
+rows), is kept by triggers on every insert and delete, whoever makes them. Text that
+UTF-8 cannot carry (lone surrogates, as in the message of an error about an undecodable
+file name) is kept as its ``surrogatepass`` encoding, in a BLOB, and read back as it was.
 
 Each kind of store is a *component* of the schema, versioned in its own
 ``<prefix>_schema`` row: ``idempotency`` at :data:`SCHEMA_VERSION`,
