@@ -508,7 +508,10 @@ def test_concurrent_claims_acquire_once(path: Path, clock: ManualClock, shared: 
     """Threads racing to claim one key, on one store or one store each: one acquires."""
     workers = 8
     stores = [SqliteIdempotencyStore(path, clock=clock)]
-    stores += [stores[0] if shared else SqliteIdempotencyStore(path) for _ in range(workers - 1)]
+    stores += [
+        stores[0] if shared else SqliteIdempotencyStore(path, clock=clock)
+        for _ in range(workers - 1)
+    ]
     barrier = threading.Barrier(workers)
     answers: list[Claim] = []
 
