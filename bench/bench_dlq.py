@@ -977,7 +977,7 @@ def check_cases(cases: list[Case], run: Callable[[Awaitable[Any]], Any]) -> list
     return problems
 
 
-# -- verdicts (no budget: DESIGN.md sets none for the dead-letter queue) ---------------------
+# -- verdicts (no budget is set for the dead-letter queue: they only report) ---------------------
 
 
 @dataclass(frozen=True)
