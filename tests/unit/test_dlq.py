@@ -1603,3 +1603,77 @@ def test_dead_letter_events_are_logged_at_warning_when_they_need_a_human(
             "dead-letter queue 'orders' purged 3 letter(s)",
         ),
     ] == [(r.levelname, r.getMessage()) for r in caplog.records]
+
+
+def _without_carets(text: str) -> str:
+    return "\n".join(
+        line for line in text.split("\n") if not line.strip() or line.strip().strip("^~") != ""
+    )
+
+
+def _raise_chain() -> BaseException:
+    def inner() -> None:
+        raise KeyError("sku")
+
+    def middle() -> None:
+        try:
+            inner()
+        except KeyError as exc:
+            raise ValueError("stock update failed") from exc
+
+    try:
+        try:
+            middle()
+        except ValueError:
+            raise RuntimeError("while handling") from None
+    except RuntimeError:
+        try:
+            middle()
+        except ValueError as exc:
+            if hasattr(exc, "add_note"):  # Python 3.11+
+                exc.add_note("a note")
+            return exc
+    raise AssertionError("unreachable")
+
+
+def test_format_error_prints_what_python_prints_without_the_carets() -> None:
+    """The chain (cause and context), frames, source lines and notes, as traceback does."""
+    import traceback
+
+    from invresilience._core.dlq import format_error
+
+    exc = _raise_chain()
+    expected = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    assert _without_carets(expected) == format_error(exc)
+    assert "The above exception was the direct cause" in format_error(exc)
+    assert "During handling of the above exception" in format_error(exc)
+    bare = ValueError("never raised")
+    assert "ValueError: never raised\n" == format_error(bare)
+
+
+def test_format_error_leaves_exception_groups_to_traceback() -> None:
+    """A group (or anything with an ``exceptions`` tuple) is formatted by traceback itself."""
+    import traceback
+
+    from invresilience._core.dlq import format_error
+
+    class GroupError(Exception):
+        exceptions = (ValueError("a"),)
+
+    with pytest.raises(GroupError) as info:
+        raise GroupError("group")
+    exc = info.value
+    expected = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    assert expected == format_error(exc)
+
+
+def test_format_error_stops_at_a_cycle_in_the_chain() -> None:
+    """Exceptions that are each other's context are printed once each, as traceback does."""
+    import traceback
+
+    from invresilience._core.dlq import format_error
+
+    first, second = ValueError("first"), KeyError("second")
+    first.__context__, second.__context__ = second, first
+    expected = "".join(traceback.format_exception(type(first), first, None))
+    assert expected == format_error(first)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import linecache
 import math
 import re
 import traceback as _traceback
@@ -158,6 +159,55 @@ def _headers(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return cast("dict[str, str]", headers)
 
 
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def format_error(exc: BaseException) -> str:
+    """*exc*'s traceback with its chained causes, as Python prints it, minus 3.11's carets.
+
+    :func:`traceback.format_exception` locates the ``^^^^`` under each line by parsing
+    the source, which is most of the cost of dead-lettering a job; the frames, the
+    source lines and the chain are what an operator reads. Exception groups, whose
+    layout is intricate, still go through :mod:`traceback`.
+    """
+    chain: list[tuple[BaseException, str]] = []  # each exception and how it follows its cause
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if _is_group(current):
+            return "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
+        seen.add(id(current))
+        if current.__cause__ is not None:
+            chain.append((current, _CAUSE))
+            current = current.__cause__
+        elif current.__context__ is not None and not current.__suppress_context__:
+            chain.append((current, _CONTEXT))
+            current = current.__context__
+        else:
+            chain.append((current, ""))
+            current = None
+    parts: list[str] = []
+    for printed, (error, link) in enumerate(reversed(chain)):
+        if printed:  # how it follows the exception printed just before (its cause)
+            parts.append(link)
+        if error.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            for frame, lineno in _traceback.walk_tb(error.__traceback__):
+                code = frame.f_code
+                parts.append(f'  File "{code.co_filename}", line {lineno}, in {code.co_name}\n')
+                line = linecache.getline(code.co_filename, lineno, frame.f_globals).strip()
+                if line:
+                    parts.append(f"    {line}\n")
+        parts.extend(_traceback.format_exception_only(type(error), error))
+    return "".join(parts)
+
+
+def _is_group(exc: BaseException) -> bool:
+    """Whether *exc* is an exception group (built in, or the ``exceptiongroup`` backport)."""
+    return isinstance(getattr(exc, "exceptions", None), tuple)
+
+
 def _text_of(exc: BaseException) -> str:
     """``str(exc)``, or a placeholder when its ``__str__`` raises (the letter must be kept)."""
     try:
@@ -248,7 +298,7 @@ class DeadLetter:
             error_type = f"{kind.__module__}.{kind.__qualname__}"
             error_message = truncate(storable(_text_of(exc)), traceback_limit)
             text = truncate(
-                storable("".join(_traceback.format_exception(kind, exc, exc.__traceback__))),
+                storable(format_error(exc)),
                 traceback_limit,
             )
         return cls(
