@@ -1677,3 +1677,22 @@ def test_format_error_stops_at_a_cycle_in_the_chain() -> None:
     first.__context__, second.__context__ = second, first
     expected = "".join(traceback.format_exception(type(first), first, None))
     assert expected == format_error(first)
+
+
+def test_format_error_skips_source_lines_it_cannot_find() -> None:
+    """A frame of code with no file (exec'd text) prints its location only, like traceback."""
+    import traceback
+
+    from invresilience._core.dlq import format_error
+
+    namespace: dict[str, Any] = {}
+    exec(
+        compile("def fail():\n    raise ValueError('no source')\n", "<generated>", "exec"),
+        namespace,
+    )
+    with pytest.raises(ValueError, match="no source") as info:
+        namespace["fail"]()
+    exc = info.value
+    expected = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    assert _without_carets(expected) == format_error(exc)
+    assert '  File "<generated>", line 2, in fail\nValueError' in format_error(exc)
