@@ -1,4 +1,4 @@
-"""Checked by mypy, never run: the memory and Redis stores satisfy the store Protocols."""
+"""Checked by mypy, never run: the stores satisfy the store Protocols, the backends `Backend`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,25 @@ import redis
 import redis.asyncio
 
 from invresilience._admission import MemoryRateLimitStore
-from invresilience.backends.memory import AsyncMemoryBreakerStore, MemoryBreakerStore
+from invresilience.backends.memory import AsyncMemoryBreakerStore, MemoryBackend, MemoryBreakerStore
+from invresilience.backends.postgres import (
+    AsyncPostgresDeadLetterStore,
+    PostgresBackend,
+    PostgresDeadLetterStore,
+)
 from invresilience.backends.redis import (
     AsyncRedisBreakerStore,
+    AsyncRedisDeadLetterStore,
     AsyncRedisRateLimitStore,
+    RedisBackend,
     RedisBreakerStore,
+    RedisDeadLetterStore,
     RedisRateLimitStore,
+)
+from invresilience.backends.sqlite import (
+    AsyncSqliteDeadLetterStore,
+    SqliteBackend,
+    SqliteDeadLetterStore,
 )
 from invresilience.contract import (
     AsyncBreakerStoreContract,
@@ -25,8 +38,11 @@ from invresilience.contract import (
 if TYPE_CHECKING:
     from invresilience.typing import (
         AsyncBreakerStore,
+        AsyncDeadLetterStore,
         AsyncRateLimitStore,
+        Backend,
         BreakerStore,
+        DeadLetterStore,
         RateLimitStore,
     )
 
@@ -79,3 +95,24 @@ class TestLimitsAsync(AsyncRateLimitStoreContract):
 class TestWrong(BreakerStoreContract):
     async def make_store(self) -> BreakerStore:  # type: ignore[override]
         return RedisBreakerStore(client)
+
+
+# -- dead letters: every backend's stores satisfy the Protocols, and every backend is one ---------
+
+letter_stores: list[DeadLetterStore] = [
+    SqliteDeadLetterStore("dlq.db", "orders"),
+    RedisDeadLetterStore(client, "orders"),
+    PostgresDeadLetterStore("postgresql://localhost/db", "orders"),
+]
+async_letter_stores: list[AsyncDeadLetterStore] = [
+    AsyncSqliteDeadLetterStore("dlq.db", "orders"),
+    AsyncRedisDeadLetterStore(aclient, "orders"),
+    AsyncPostgresDeadLetterStore("postgresql://localhost/db", "orders"),
+]
+backends: list[Backend] = [
+    MemoryBackend(),
+    SqliteBackend.from_url("sqlite:///dlq.db"),
+    RedisBackend.from_url("redis://localhost"),
+    PostgresBackend.from_url("postgresql://localhost/db"),
+]
+letter_wrong: DeadLetterStore = AsyncRedisDeadLetterStore(aclient)  # type: ignore[assignment]
