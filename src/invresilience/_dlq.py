@@ -8,11 +8,20 @@ and drives redrives. The letters live in a :class:`~invresilience.typing.DeadLet
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import inspect
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, cast
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import attrs
 from typing_extensions import final
@@ -43,7 +52,15 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from .typing import Admission, AsyncDeadLetterStore, Clock, Codec, DeadLetterStore
+    from ._core.dlq import Added
+    from .typing import (
+        Admission,
+        AsyncDeadLetterStore,
+        Clock,
+        Codec,
+        DeadLetterStore,
+        Permit,
+    )
 
 __all__ = [
     "AsyncDeadLetterQueue",
@@ -56,6 +73,8 @@ __all__ = [
 PAYLOAD_HEADER = "invresilience-payload"
 
 When = float | datetime.datetime | None
+
+_S = TypeVar("_S", bound="DeadLetterStore | AsyncDeadLetterStore")
 
 
 @final
@@ -156,8 +175,12 @@ def _positive_int(field: str, value: object, *, allow_none: bool = False) -> int
     return value
 
 
-class _Shell:
-    """Configuration and the pure steps shared by the sync and async queues."""
+class _Shell(Generic[_S]):
+    """Configuration and the steps shared by the sync and async queues.
+
+    Every decision is made here; :class:`DeadLetterQueue` and :class:`AsyncDeadLetterQueue`
+    only call their store between these steps (and differ only in the awaits).
+    """
 
     __slots__ = (
         "_next_sweep",
@@ -167,12 +190,20 @@ class _Shell:
         "max_payload_bytes",
         "redact",
         "retention",
+        "store",
         "traceback_limit",
         "when_full",
     )
 
+    #: Whether the store's methods are coroutine functions.
+    _ASYNC_STORE: ClassVar[bool]
+    #: What the store must be, and what to say to a caller who passed the other kind.
+    _STORE_KIND: ClassVar[str]
+    _OTHER_KIND: ClassVar[str]
+
     def __init__(
         self,
+        store: _S,
         *,
         codec: Codec[Any] | None,
         redact: Callable[[Any], Any] | None,
@@ -184,6 +215,11 @@ class _Shell:
         clock: Clock,
     ) -> None:
         name = type(self).__name__
+        add = getattr(store, "add", None)
+        if not callable(add) or not isinstance(getattr(store, "queue", None), str):
+            raise ConfigurationError(f"{name}.store", store, f"must be {self._STORE_KIND}")
+        if inspect.iscoroutinefunction(add) != self._ASYNC_STORE:
+            raise ConfigurationError(f"{name}.store", store, self._OTHER_KIND)
         if codec is None:
             codec = JsonCodec()
         elif not (
@@ -215,6 +251,15 @@ class _Shell:
             )
         self.clock = clock
         self._next_sweep = -math.inf
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, store={self.store!r})"
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self.store.queue
 
     # -- building letters -------------------------------------------------------------------
 
@@ -360,48 +405,59 @@ class _Shell:
         self._next_sweep = now + min(self.retention / 10, 60.0)
         return self.clock.wall() - self.retention
 
-    # -- redrive ----------------------------------------------------------------------------
+    # -- the steps around the store calls ----------------------------------------------------
 
-    def _failed_again(
-        self, letter: DeadLetter, error: BaseException | None, reason: Reason | None
-    ) -> DeadLetter:
-        now = self.clock.wall()
-        changes: dict[str, Any] = {"attempts": letter.attempts + 1, "last_failed_at": now}
-        if reason is not None:
-            changes["reason"] = reason
-        if error is not None:
-            fresh = DeadLetter.from_exception(
-                error,
-                queue=letter.queue,
-                payload=b"",
-                reason=letter.reason,
-                now=now,
-                id=letter.id,
-                traceback_limit=self.traceback_limit,
-            )
-            changes.update(
-                error_type=fresh.error_type,
-                error_message=fresh.error_message,
-                traceback=fresh.traceback,
-            )
-        return attrs.evolve(letter, **changes)
+    @contextlib.contextmanager
+    def _rejecting(self, letter: DeadLetter) -> Iterator[None]:
+        """Around ``store.add``: a refusal at the cap emits a ``"rejected"`` event."""
+        try:
+            yield
+        except DeadLetterQueueFullError:
+            self._emit(self.name, "rejected", (letter.id,))
+            raise
 
-    @staticmethod
-    def _verdict(result: object) -> tuple[str, BaseException | None, Reason | None]:
-        """``("redriven" | "skipped" | "failed", error, reason)`` for what a target returned."""
-        if isinstance(result, Replayed):
-            return "skipped", None, None
-        if isinstance(result, RetryLater):
-            return "failed", result.error, None
-        if isinstance(result, DeadLettered):
-            return "failed", result.error, result.reason
-        return "redriven", None, None
+    def _added(self, letter: DeadLetter, added: Added) -> DeadLetter:
+        """What :meth:`put` returns once *letter* was added; emits what the store did."""
+        if added.evicted:
+            self._emit(self.name, "evicted", added.evicted)
+        if added.created:
+            self._emit(self.name, "stored", (letter.id,), reason=letter.reason)
+        return added.letter
+
+    def _listing(
+        self,
+        reason: Reason | Iterable[Reason] | None,
+        key: str | None,
+        since: When,
+        before: When,
+        limit: object,
+        cursor: str | None,
+    ) -> tuple[LetterFilter, int, int]:
+        """A listing's filter, page size and the sequence it starts after, all checked."""
+        where = self._where(reason, key, since, before)
+        limit = self._limit(limit)
+        return where, limit, self._after(cursor)
 
     @staticmethod
-    def _describe(error: BaseException | None) -> str:
-        if error is None:
-            return "failed again"
-        return truncate(f"{type(error).__qualname__}: {error}", 500)
+    def _page(letters: Sequence[DeadLetter], limit: int) -> LetterPage:
+        """The page of *letters*, fetched ``limit + 1`` at a time: one more means a next page."""
+        more = len(letters) > limit
+        letters = letters[:limit]
+        return LetterPage(
+            letters=tuple(letters),
+            cursor=encode_cursor(letters[-1].sequence) if more else None,
+        )
+
+    @staticmethod
+    def _next_after(letters: Sequence[DeadLetter], page_size: int) -> int | None:
+        """Where the page after *letters* starts; ``None`` after a short (the last) page."""
+        return None if len(letters) < page_size else letters[-1].sequence
+
+    def _purged(self, kind: Literal["purged", "expired"], count: int) -> int:
+        """*count* letters were deleted: emit the event if there were any."""
+        if count:
+            self._emit(self.name, kind, count=count)
+        return count
 
     @staticmethod
     def _emit(
@@ -422,6 +478,96 @@ class _Shell:
                     reason=reason,
                 )
             )
+
+
+_Verdict = tuple[Literal["redriven", "skipped", "failed"], BaseException | None, Reason | None]
+
+
+class _Redrive:
+    """One redrive's bookkeeping: the limit, the pace, each letter's fate and the report.
+
+    The queues' loops only fetch a letter, wait for :attr:`pacer`, call the target and
+    do the store operation :meth:`record` returns.
+    """
+
+    __slots__ = ("failed", "limit", "pacer", "queue", "redriven", "skipped")
+
+    def __init__(self, queue: _Shell[Any], rate: float | Admission | None, limit: int | None):
+        self.queue = queue
+        self.pacer = _Pacer(rate, queue.clock)
+        self.limit = None if limit is None else queue._limit(limit)
+        self.redriven: list[str] = []
+        self.skipped: list[str] = []
+        self.failed: list[tuple[str, str]] = []
+
+    def done(self) -> bool:
+        """Whether the limit has been reached."""
+        tried = len(self.redriven) + len(self.skipped) + len(self.failed)
+        return self.limit is not None and tried >= self.limit
+
+    @staticmethod
+    def verdict(result: object) -> _Verdict:
+        """``("redriven" | "skipped" | "failed", error, reason)`` for what a target returned."""
+        if isinstance(result, Replayed):
+            return "skipped", None, None
+        if isinstance(result, RetryLater):
+            return "failed", result.error, None
+        if isinstance(result, DeadLettered):
+            return "failed", result.error, result.reason
+        return "redriven", None, None
+
+    def record(
+        self, letter: DeadLetter, verdict: _Verdict
+    ) -> tuple[Literal["delete", "replace"], DeadLetter]:
+        """Book *letter*'s *verdict*; the store operation that settles it, and its letter.
+
+        A letter that failed again is replaced by itself with one more attempt and the
+        new error; any other leaves the queue.
+        """
+        outcome, error, reason = verdict
+        if outcome == "failed":
+            self.failed.append((letter.id, _describe(error)))
+            return "replace", self._failed_again(letter, error, reason)
+        (self.redriven if outcome == "redriven" else self.skipped).append(letter.id)
+        return "delete", letter
+
+    def report(self) -> RedriveReport:
+        """The report, after emitting a ``"redriven"`` event if any letter left the queue."""
+        if self.redriven or self.skipped:
+            self.queue._emit(self.queue.name, "redriven", (*self.redriven, *self.skipped))
+        return RedriveReport(
+            redriven=tuple(self.redriven), skipped=tuple(self.skipped), failed=tuple(self.failed)
+        )
+
+    def _failed_again(
+        self, letter: DeadLetter, error: BaseException | None, reason: Reason | None
+    ) -> DeadLetter:
+        now = self.queue.clock.wall()
+        changes: dict[str, Any] = {"attempts": letter.attempts + 1, "last_failed_at": now}
+        if reason is not None:
+            changes["reason"] = reason
+        if error is not None:
+            fresh = DeadLetter.from_exception(
+                error,
+                queue=letter.queue,
+                payload=b"",
+                reason=letter.reason,
+                now=now,
+                id=letter.id,
+                traceback_limit=self.queue.traceback_limit,
+            )
+            changes.update(
+                error_type=fresh.error_type,
+                error_message=fresh.error_message,
+                traceback=fresh.traceback,
+            )
+        return attrs.evolve(letter, **changes)
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "failed again"
+    return truncate(f"{type(error).__qualname__}: {error}", 500)
 
 
 class _Pacer:
@@ -456,12 +602,20 @@ class _Pacer:
         self.next_at = at + self.interval
         return at - now
 
+    def acquire(self) -> Permit | None:
+        """A permit from the admission, if there is one (waiting up to an hour)."""
+        return None if self.admission is None else self.admission.acquire(timeout=3600.0)
+
+    async def aacquire(self) -> Permit | None:
+        """The async twin of :meth:`acquire`."""
+        return None if self.admission is None else await self.admission.aacquire(timeout=3600.0)
+
 
 _Target = Callable[[DeadLetter], object]
 
 
 @final
-class DeadLetterQueue(_Shell):
+class DeadLetterQueue(_Shell["DeadLetterStore"]):
     """A dead-letter queue: jobs that could not be processed, kept to be inspected, fixed,
     redriven or purged.
 
@@ -494,7 +648,10 @@ class DeadLetterQueue(_Shell):
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("store",)
+    __slots__ = ()
+    _ASYNC_STORE = False
+    _STORE_KIND = "a DeadLetterStore"
+    _OTHER_KIND = "is an AsyncDeadLetterStore: use AsyncDeadLetterQueue"
 
     def __init__(
         self,
@@ -509,16 +666,8 @@ class DeadLetterQueue(_Shell):
         traceback_limit: int = DEFAULT_TRACEBACK_LIMIT,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        add = getattr(store, "add", None)
-        if not callable(add) or not isinstance(getattr(store, "queue", None), str):
-            raise ConfigurationError("DeadLetterQueue.store", store, "must be a DeadLetterStore")
-        if inspect.iscoroutinefunction(add):
-            raise ConfigurationError(
-                "DeadLetterQueue.store",
-                store,
-                "is an AsyncDeadLetterStore: use AsyncDeadLetterQueue",
-            )
         super().__init__(
+            store,
             codec=codec,
             redact=redact,
             max_payload_bytes=max_payload_bytes,
@@ -528,15 +677,6 @@ class DeadLetterQueue(_Shell):
             traceback_limit=traceback_limit,
             clock=clock,
         )
-        self.store = store
-
-    def __repr__(self) -> str:
-        return f"DeadLetterQueue({self.name!r}, store={self.store!r})"
-
-    @property
-    def name(self) -> str:
-        """The queue's name."""
-        return self.store.queue
 
     def put(
         self,
@@ -582,18 +722,11 @@ class DeadLetterQueue(_Shell):
         cutoff = self._sweep_due()
         if cutoff is not None:
             self._expire(cutoff)
-        try:
+        with self._rejecting(letter):
             added = self.store.add(
                 letter, max_letters=self.max_letters, evict_oldest=self.when_full == "drop_oldest"
             )
-        except DeadLetterQueueFullError:
-            self._emit(self.name, "rejected", (letter.id,))
-            raise
-        if added.evicted:
-            self._emit(self.name, "evicted", added.evicted)
-        if added.created:
-            self._emit(self.name, "stored", (letter.id,), reason=reason)
-        return added.letter
+        return self._added(letter, added)
 
     def get(self, letter_id: str) -> DeadLetter | None:
         """The letter with *letter_id*, or ``None``.
@@ -620,15 +753,8 @@ class DeadLetterQueue(_Shell):
 
         .. versionadded:: 0.1.0
         """
-        where = self._where(reason, key, since, before)
-        limit = self._limit(limit)
-        letters = self.store.list(where, after=self._after(cursor), limit=limit + 1)
-        more = len(letters) > limit
-        letters = letters[:limit]
-        return LetterPage(
-            letters=tuple(letters),
-            cursor=encode_cursor(letters[-1].sequence) if more else None,
-        )
+        where, limit, after = self._listing(reason, key, since, before, limit, cursor)
+        return self._page(self.store.list(where, after=after, limit=limit + 1), limit)
 
     def iter(
         self,
@@ -646,17 +772,20 @@ class DeadLetterQueue(_Shell):
         .. versionadded:: 0.1.0
         """
         where = self._where(reason, key, since, before)
-        page_size = self._limit(page_size, "page_size")
-        return self._pages(where, page_size)
+        return self._pages(where, self._limit(page_size, "page_size"))
 
     def _pages(self, where: LetterFilter, page_size: int) -> Iterator[DeadLetter]:
-        after = 0
-        while True:
+        after: int | None = 0
+        while after is not None:
             letters = self.store.list(where, after=after, limit=page_size)
             yield from letters
-            if len(letters) < page_size:
-                return
-            after = letters[-1].sequence
+            after = self._next_after(letters, page_size)
+
+    def _found(self, ids: Iterable[str]) -> Iterator[DeadLetter]:
+        for letter_id in ids:
+            letter = self.store.get(letter_id)
+            if letter is not None:
+                yield letter
 
     def count(
         self,
@@ -696,13 +825,10 @@ class DeadLetterQueue(_Shell):
         .. versionadded:: 0.1.0
         """
         if ids is not None:
-            _only_ids(reason, key, since, older_than, everything)
-            count = self.store.delete(_ids(ids))
+            count = self.store.delete(_purge_ids(ids, reason, key, since, older_than, everything))
         else:
             count = self.store.purge(self._purge_filter(reason, key, since, older_than, everything))
-        if count:
-            self._emit(self.name, "purged", count=count)
-        return count
+        return self._purged("purged", count)
 
     def expire(self) -> int:
         """Delete the letters older than ``retention`` now; how many (``0`` without retention).
@@ -714,10 +840,7 @@ class DeadLetterQueue(_Shell):
         return self._expire(self.clock.wall() - self.retention)
 
     def _expire(self, cutoff: float) -> int:
-        count = self.store.purge(LetterFilter(before=cutoff))
-        if count:
-            self._emit(self.name, "expired", count=count)
-        return count
+        return self._purged("expired", self.store.purge(LetterFilter(before=cutoff)))
 
     def redrive(
         self,
@@ -756,30 +879,24 @@ class DeadLetterQueue(_Shell):
         .. versionadded:: 0.1.0
         """
         call = _sync_target(to, self)
-        pacer = _Pacer(rate, self.clock)
-        limit = None if limit is None else self._limit(limit)
+        run = _Redrive(self, rate, limit)
         letters = (
-            _present(self.store.get(i) for i in _ids(ids))
+            self._found(_ids(ids))
             if ids is not None
             else self.iter(reason=reason, key=key, since=since, before=before)
         )
-        redriven: list[str] = []
-        skipped: list[str] = []
-        failed: list[tuple[str, str]] = []
         for letter in letters:
-            if limit is not None and len(redriven) + len(skipped) + len(failed) >= limit:
+            if run.done():
                 break
-            pause = pacer.wait()
+            pause = run.pacer.wait()
             if pause > 0:
                 self.clock.sleep(pause)
-            permit = (
-                pacer.admission.acquire(timeout=3600.0) if pacer.admission is not None else None
-            )
-            error: BaseException | None
+            permit = run.pacer.acquire()
+            verdict: _Verdict
             try:
                 result = call(letter)
             except Exception as exc:  # noqa: BLE001 -- any failure keeps the letter
-                verdict, error, new_reason = "failed", exc, None
+                verdict = ("failed", exc, None)
             else:
                 if inspect.isawaitable(result):
                     # An async target did not run (nothing awaits it here): the letter
@@ -789,22 +906,16 @@ class DeadLetterQueue(_Shell):
                     raise ConfigurationError(
                         "to", to, "is async: redrive with an AsyncDeadLetterQueue"
                     )
-                verdict, error, new_reason = self._verdict(result)
+                verdict = run.verdict(result)
             finally:
                 if permit is not None:
                     permit.release()
-            if verdict == "failed":
-                self.store.replace(self._failed_again(letter, error, new_reason))
-                failed.append((letter.id, self._describe(error)))
-                continue
-            self.store.delete([letter.id])
-            (redriven if verdict == "redriven" else skipped).append(letter.id)
-        report = RedriveReport(
-            redriven=tuple(redriven), skipped=tuple(skipped), failed=tuple(failed)
-        )
-        if redriven or skipped:
-            self._emit(self.name, "redriven", (*redriven, *skipped))
-        return report
+            op, settled = run.record(letter, verdict)
+            if op == "delete":
+                self.store.delete([settled.id])
+            else:
+                self.store.replace(settled)
+        return run.report()
 
     def close(self) -> None:
         """Close the store.
@@ -815,7 +926,7 @@ class DeadLetterQueue(_Shell):
 
 
 @final
-class AsyncDeadLetterQueue(_Shell):
+class AsyncDeadLetterQueue(_Shell["AsyncDeadLetterStore"]):
     """The async twin of :class:`DeadLetterQueue`, over an
     :class:`~invresilience.typing.AsyncDeadLetterStore`.
 
@@ -826,7 +937,12 @@ class AsyncDeadLetterQueue(_Shell):
     .. versionadded:: 0.1.0
     """
 
-    __slots__ = ("store",)
+    __slots__ = ()
+    _ASYNC_STORE = True
+    _STORE_KIND = "an AsyncDeadLetterStore"
+    _OTHER_KIND = (
+        "is a DeadLetterStore (its add() is not a coroutine function): use DeadLetterQueue"
+    )
 
     def __init__(
         self,
@@ -841,18 +957,8 @@ class AsyncDeadLetterQueue(_Shell):
         traceback_limit: int = DEFAULT_TRACEBACK_LIMIT,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        add = getattr(store, "add", None)
-        if not callable(add) or not isinstance(getattr(store, "queue", None), str):
-            raise ConfigurationError(
-                "AsyncDeadLetterQueue.store", store, "must be an AsyncDeadLetterStore"
-            )
-        if not inspect.iscoroutinefunction(add):
-            raise ConfigurationError(
-                "AsyncDeadLetterQueue.store",
-                store,
-                "is a DeadLetterStore (its add() is not a coroutine function): use DeadLetterQueue",
-            )
         super().__init__(
+            store,
             codec=codec,
             redact=redact,
             max_payload_bytes=max_payload_bytes,
@@ -862,15 +968,6 @@ class AsyncDeadLetterQueue(_Shell):
             traceback_limit=traceback_limit,
             clock=clock,
         )
-        self.store = store
-
-    def __repr__(self) -> str:
-        return f"AsyncDeadLetterQueue({self.name!r}, store={self.store!r})"
-
-    @property
-    def name(self) -> str:
-        """The queue's name."""
-        return self.store.queue
 
     async def put(
         self,
@@ -901,18 +998,11 @@ class AsyncDeadLetterQueue(_Shell):
         cutoff = self._sweep_due()
         if cutoff is not None:
             await self._expire(cutoff)
-        try:
+        with self._rejecting(letter):
             added = await self.store.add(
                 letter, max_letters=self.max_letters, evict_oldest=self.when_full == "drop_oldest"
             )
-        except DeadLetterQueueFullError:
-            self._emit(self.name, "rejected", (letter.id,))
-            raise
-        if added.evicted:
-            self._emit(self.name, "evicted", added.evicted)
-        if added.created:
-            self._emit(self.name, "stored", (letter.id,), reason=reason)
-        return added.letter
+        return self._added(letter, added)
 
     async def get(self, letter_id: str) -> DeadLetter | None:
         """See :meth:`DeadLetterQueue.get`."""
@@ -929,15 +1019,8 @@ class AsyncDeadLetterQueue(_Shell):
         cursor: str | None = None,
     ) -> LetterPage:
         """See :meth:`DeadLetterQueue.list`."""
-        where = self._where(reason, key, since, before)
-        limit = self._limit(limit)
-        letters = await self.store.list(where, after=self._after(cursor), limit=limit + 1)
-        more = len(letters) > limit
-        letters = letters[:limit]
-        return LetterPage(
-            letters=tuple(letters),
-            cursor=encode_cursor(letters[-1].sequence) if more else None,
-        )
+        where, limit, after = self._listing(reason, key, since, before, limit, cursor)
+        return self._page(await self.store.list(where, after=after, limit=limit + 1), limit)
 
     def iter(
         self,
@@ -950,18 +1033,21 @@ class AsyncDeadLetterQueue(_Shell):
     ) -> AsyncIterator[DeadLetter]:
         """See :meth:`DeadLetterQueue.iter` (an async iterator: ``async for letter in ...``)."""
         where = self._where(reason, key, since, before)
-        page_size = self._limit(page_size, "page_size")
-        return self._pages(where, page_size)
+        return self._pages(where, self._limit(page_size, "page_size"))
 
     async def _pages(self, where: LetterFilter, page_size: int) -> AsyncIterator[DeadLetter]:
-        after = 0
-        while True:
+        after: int | None = 0
+        while after is not None:
             letters = await self.store.list(where, after=after, limit=page_size)
             for letter in letters:
                 yield letter
-            if len(letters) < page_size:
-                return
-            after = letters[-1].sequence
+            after = self._next_after(letters, page_size)
+
+    async def _found(self, ids: Iterable[str]) -> AsyncIterator[DeadLetter]:
+        for letter_id in ids:
+            letter = await self.store.get(letter_id)
+            if letter is not None:
+                yield letter
 
     async def count(
         self,
@@ -990,15 +1076,14 @@ class AsyncDeadLetterQueue(_Shell):
     ) -> int:
         """See :meth:`DeadLetterQueue.purge`."""
         if ids is not None:
-            _only_ids(reason, key, since, older_than, everything)
-            count = await self.store.delete(_ids(ids))
+            count = await self.store.delete(
+                _purge_ids(ids, reason, key, since, older_than, everything)
+            )
         else:
             count = await self.store.purge(
                 self._purge_filter(reason, key, since, older_than, everything)
             )
-        if count:
-            self._emit(self.name, "purged", count=count)
-        return count
+        return self._purged("purged", count)
 
     async def expire(self) -> int:
         """See :meth:`DeadLetterQueue.expire`."""
@@ -1007,10 +1092,7 @@ class AsyncDeadLetterQueue(_Shell):
         return await self._expire(self.clock.wall() - self.retention)
 
     async def _expire(self, cutoff: float) -> int:
-        count = await self.store.purge(LetterFilter(before=cutoff))
-        if count:
-            self._emit(self.name, "expired", count=count)
-        return count
+        return self._purged("expired", await self.store.purge(LetterFilter(before=cutoff)))
 
     async def redrive(
         self,
@@ -1030,64 +1112,50 @@ class AsyncDeadLetterQueue(_Shell):
         result is read like an awaited one's (it blocks the event loop while it runs).
         """
         call = _async_target(to, self)
-        pacer = _Pacer(rate, self.clock)
-        limit = None if limit is None else self._limit(limit)
-        redriven: list[str] = []
-        skipped: list[str] = []
-        failed: list[tuple[str, str]] = []
-
-        async def letters() -> AsyncIterator[DeadLetter]:
-            if ids is None:
-                async for letter in self.iter(reason=reason, key=key, since=since, before=before):
-                    yield letter
-                return
-            for letter_id in _ids(ids):
-                found = await self.store.get(letter_id)
-                if found is not None:
-                    yield found
-
-        async for letter in letters():
-            if limit is not None and len(redriven) + len(skipped) + len(failed) >= limit:
+        run = _Redrive(self, rate, limit)
+        letters = (
+            self._found(_ids(ids))
+            if ids is not None
+            else self.iter(reason=reason, key=key, since=since, before=before)
+        )
+        async for letter in letters:
+            if run.done():
                 break
-            pause = pacer.wait()
+            pause = run.pacer.wait()
             if pause > 0:
                 await self.clock.asleep(pause)
-            permit = (
-                await pacer.admission.aacquire(timeout=3600.0)
-                if pacer.admission is not None
-                else None
-            )
+            permit = await run.pacer.aacquire()
+            verdict: _Verdict
             try:
                 result = call(letter)
                 if inspect.isawaitable(result):
                     result = await result
                 # A plain callable has run already: read its result like an async one's.
-                verdict, error, new_reason = self._verdict(result)
+                verdict = run.verdict(result)
             except Exception as exc:  # noqa: BLE001 -- any failure keeps the letter
-                verdict, error, new_reason = "failed", exc, None
+                verdict = ("failed", exc, None)
             finally:
                 if permit is not None:
                     permit.release()
-            if verdict == "failed":
-                await self.store.replace(self._failed_again(letter, error, new_reason))
-                failed.append((letter.id, self._describe(error)))
-                continue
-            await self.store.delete([letter.id])
-            (redriven if verdict == "redriven" else skipped).append(letter.id)
-        if redriven or skipped:
-            self._emit(self.name, "redriven", (*redriven, *skipped))
-        return RedriveReport(redriven=tuple(redriven), skipped=tuple(skipped), failed=tuple(failed))
+            op, settled = run.record(letter, verdict)
+            if op == "delete":
+                await self.store.delete([settled.id])
+            else:
+                await self.store.replace(settled)
+        return run.report()
 
     async def close(self) -> None:
         """See :meth:`DeadLetterQueue.close`."""
         await self.store.close()
 
 
-def _only_ids(*selection: object) -> None:
+def _purge_ids(ids: Iterable[str], *selection: object) -> list[str]:
+    """*ids*, checked, for a purge that must not be given a filter as well."""
     if any(part is not None and part is not False for part in selection):
         raise ConfigurationError(
             "purge()", "ids and a filter", "takes ids or a filter (or everything=True), not both"
         )
+    return _ids(ids)
 
 
 def _ids(ids: Iterable[str]) -> list[str]:
@@ -1100,12 +1168,6 @@ def _ids(ids: Iterable[str]) -> list[str]:
             raise ConfigurationError("ids", letter_id, problem)
     # An id given twice is still one letter: redriving it twice would record two failures.
     return list(dict.fromkeys(out))
-
-
-def _present(letters: Iterable[DeadLetter | None]) -> Iterator[DeadLetter]:
-    for letter in letters:
-        if letter is not None:
-            yield letter
 
 
 def _sync_target(to: Any, queue: DeadLetterQueue) -> Callable[[DeadLetter], object]:

@@ -5,9 +5,11 @@
 validate → claim the idempotency key (counting the delivery) → run the handler under the
 pipeline → complete, or release and decide: retry later, or dead-letter.
 
-The decisions (:meth:`JobHandler._classify`, :meth:`JobHandler._after_claim`) are made
-once, in plain methods; :meth:`~JobHandler.process` and :meth:`~JobHandler.aprocess` only
-do the I/O around them.
+The steps are written once, in :meth:`JobHandler._steps`: a generator that makes every
+decision and yields each I/O it needs (claim the key, look up or store a letter, run the
+handler, complete or release the key) as an op. :meth:`~JobHandler.process` and
+:meth:`~JobHandler.aprocess` only drive it: each op has a sync ``do`` and an async
+``ado``, which differ only in the awaits.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import contextlib
 import datetime
 import inspect
 import math
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Generator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, TypeVar, cast
 
 import attrs
 from typing_extensions import final
 
 from ._codec import fingerprint as fingerprint_of
-from ._core.dlq import Reason, letter_id_for_key
+from ._core.dlq import DeadLetter, Reason, letter_id_for_key
 from ._core.idempotency import Acquired, Completed, InProgress, Lease, Mismatch, check_key
 from ._core.jobs import DeadLettered, Done, JobOutcome, Replayed, RetryLater
 from ._dlq import AsyncDeadLetterQueue, DeadLetterQueue
@@ -39,11 +41,13 @@ from .exceptions import (
 )
 
 if TYPE_CHECKING:
-    from ._core.dlq import DeadLetter
     from ._core.idempotency import Claim
+    from ._idempotency import _AsyncGuardStore
     from .typing import IdempotencyStore
 
 __all__ = ["JobHandler"]
+
+_T = TypeVar("_T")
 
 Fatal = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
@@ -102,6 +106,17 @@ def _fatal(value: Any) -> Callable[[BaseException], bool]:
 def _check_backoff(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, Backoff):
         raise ConfigurationError("JobHandler.backoff", value, "must be a Backoff")
+
+
+@attrs.frozen
+class _Message:
+    """One message to process: the job as received, its delivery count and headers; or,
+    redriving a dead letter, the job and that letter."""
+
+    job: Any
+    deliveries: int | None = None
+    headers: Mapping[str, str] | None = None
+    redriving: DeadLetter | None = None
 
 
 @attrs.frozen
@@ -255,6 +270,141 @@ class JobHandler:
         count = 1 if deliveries is None else deliveries
         return max(count, lease.fence) if lease is not None else count
 
+    def _letter_args(
+        self,
+        prepared: _Prepared | None,
+        reason: Reason,
+        error: BaseException | None,
+        count: int,
+        headers: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        return {
+            "reason": reason,
+            "error": error,
+            "key": None if prepared is None else prepared.key,
+            "fingerprint": None if prepared is None else prepared.fingerprint,
+            "attempts": count,
+            "headers": headers,
+            "id": self._letter_id(prepared),
+        }
+
+    # -- the steps: everything but the I/O, which they yield -------------------------------------
+
+    def _steps(self, message: _Message) -> _Steps[JobOutcome]:
+        """:meth:`process` (or :meth:`process_letter`) with each I/O it needs yielded.
+
+        Each I/O is yielded as an op and answered by :meth:`process` or :meth:`aprocess`
+        with its result (or thrown in as the error it raised).
+        """
+        prepared = self._prepare(message.job)
+        if isinstance(prepared, Exception):
+            return (yield from self._refuse(message, None, "invalid", prepared))
+        lease: Lease | None = None
+        if self.idempotency is not None:
+            claim = yield _Claim(cast("str", prepared.key), cast("str", prepared.fingerprint))
+            step = self._after_claim(claim, prepared)
+            if isinstance(step, Exception):
+                return (yield from self._refuse(message, prepared, "poison", step))
+            if not isinstance(step, Lease):
+                return step
+            lease = step
+        if message.redriving is not None:
+            # A redrive is one deliberate attempt: no delivery count to check.
+            count = message.redriving.attempts + 1
+            return (yield from self._run(message, prepared, lease, count))
+        count = self._count(message.deliveries, lease)
+        if count > 1:
+            letter = yield _Lookup(cast("str", self._letter_id(prepared)))  # validated: keyed
+            if letter is not None:
+                yield from self._release(lease)
+                return DeadLettered(letter.reason, letter.id, None, duplicate=True)
+        if count > self.max_deliveries:
+            outcome = yield from self._dead_letter(message, prepared, "crash_loop", None, count)
+            yield from self._release(lease)
+            return outcome
+        return (yield from self._run(message, prepared, lease, count))
+
+    def _refuse(
+        self, message: _Message, prepared: _Prepared | None, reason: Reason, error: Exception
+    ) -> _Steps[DeadLettered]:
+        """A job that cannot run: dead-lettered, or, when redriven, left in its letter."""
+        if message.redriving is not None:
+            return DeadLettered(reason, message.redriving.id, error)
+        count = message.deliveries or 1
+        return (yield from self._dead_letter(message, prepared, reason, error, count))
+
+    def _run(
+        self, message: _Message, prepared: _Prepared, lease: Lease | None, count: int
+    ) -> _Steps[JobOutcome]:
+        """Run the handler under the lease (kept alive by the heartbeat), then settle the key.
+
+        A redriven job is never dead-lettered again: its letter is still in its queue,
+        which records the failure.
+        """
+        guard = self.idempotency
+        beat = None
+        if lease is not None and guard is not None and guard.heartbeat:
+            beat = yield _Beat(lease)
+        try:
+            result = yield _Call(prepared.value)
+        except Exception as exc:  # noqa: BLE001 -- classified below; BaseException propagates
+            lease = yield from self._unbeat(beat, lease)
+            yield from self._release(lease)
+            decision = self._classify(exc, count)
+            if isinstance(decision, RetryLater):
+                return decision
+            if message.redriving is not None:
+                return DeadLettered(decision, None, exc)
+            return (yield from self._dead_letter(message, prepared, decision, exc, count))
+        except BaseException:
+            lease = yield from self._unbeat(beat, lease)
+            yield from self._release(lease)
+            raise
+        lease = yield from self._unbeat(beat, lease)
+        if lease is None or guard is None:
+            return Done(result)
+        try:
+            data = guard.codec.encode(result)
+        except CodecError as exc:
+            # The work ran, but its result cannot be kept: a bug to fix, not to retry.
+            yield from self._release(lease)
+            if message.redriving is not None:
+                return DeadLettered("fatal", None, exc)
+            return (yield from self._dead_letter(message, prepared, "fatal", exc, count))
+        try:
+            yield _Complete(lease, data)
+        except LeaseLostError as exc:
+            # Another delivery took the key over: let the broker redeliver, and the
+            # next claim replays its result or waits for it. Never acknowledge blindly.
+            return RetryLater(0.0, exc)
+        return Done(result)
+
+    @staticmethod
+    def _unbeat(beat: object, lease: Lease | None) -> _Steps[Lease | None]:
+        """Stop the heartbeat, if there is one; the lease as it last extended it."""
+        if beat is None:
+            return lease
+        return cast("Lease", (yield _Unbeat(beat)))
+
+    @staticmethod
+    def _release(lease: Lease | None) -> _Steps[None]:
+        """Give the key back (if it is held); a lost lease or a failing store is ignored."""
+        if lease is not None:
+            with contextlib.suppress(LeaseLostError, BackendError):
+                yield _Release(lease)
+
+    def _dead_letter(
+        self,
+        message: _Message,
+        prepared: _Prepared | None,
+        reason: Reason,
+        error: BaseException | None,
+        count: int,
+    ) -> _Steps[DeadLettered]:
+        args = self._letter_args(prepared, reason, error, count, message.headers)
+        letter = cast("DeadLetter", (yield _Put(message.job, args)))
+        return DeadLettered(letter.reason, letter.id, error)
+
     # -- sync ----------------------------------------------------------------------------------
 
     def process(
@@ -276,36 +426,7 @@ class JobHandler:
             raise ConfigurationError(
                 "JobHandler.dead_letters", self.dead_letters, "is async: use aprocess()"
             )
-        prepared = self._prepare(job)
-        if isinstance(prepared, Exception):
-            return self._dead_letter(job, None, "invalid", prepared, deliveries or 1, headers)
-        store = self._store()
-        lease: Lease | None = None
-        if store is not None:
-            guard = cast("Idempotency", self.idempotency)
-            claim = store.claim(
-                cast("str", prepared.key),
-                cast("str", prepared.fingerprint),
-                lease=guard.lease,
-                ttl=guard.ttl,
-            )
-            step = self._after_claim(claim, prepared)
-            if isinstance(step, Exception):
-                return self._dead_letter(job, prepared, "poison", step, deliveries or 1, headers)
-            if not isinstance(step, Lease):
-                return step
-            lease = step
-        count = self._count(deliveries, lease)
-        if count > 1:
-            letter = self._existing(prepared)
-            if letter is not None:
-                self._release(store, lease)
-                return DeadLettered(letter.reason, letter.id, None, duplicate=True)
-        if count > self.max_deliveries:
-            outcome = self._dead_letter(job, prepared, "crash_loop", None, count, headers)
-            self._release(store, lease)
-            return outcome
-        return self._run(job, prepared, store, lease, count, headers, redrive=False)
+        return _SyncIO(self).drive(self._steps(_Message(job, deliveries, headers)))
 
     def process_letter(self, letter: DeadLetter, job: Any) -> JobOutcome:
         """Run a dead letter's job again: what :meth:`DeadLetterQueue.redrive
@@ -318,128 +439,7 @@ class JobHandler:
 
         .. versionadded:: 0.1.0
         """
-        prepared = self._prepare(job)
-        if isinstance(prepared, Exception):
-            return DeadLettered("invalid", letter.id, prepared)
-        store = self._store()
-        lease: Lease | None = None
-        if store is not None:
-            guard = cast("Idempotency", self.idempotency)
-            step = self._after_claim(
-                store.claim(
-                    cast("str", prepared.key),
-                    cast("str", prepared.fingerprint),
-                    lease=guard.lease,
-                    ttl=guard.ttl,
-                ),
-                prepared,
-            )
-            if isinstance(step, Exception):
-                return DeadLettered("poison", letter.id, step)
-            if not isinstance(step, Lease):
-                return step
-            lease = step
-        return self._run(job, prepared, store, lease, letter.attempts + 1, None, redrive=True)
-
-    def _store(self) -> IdempotencyStore | None:
-        return None if self.idempotency is None else self.idempotency._sync_store()
-
-    def _existing(self, job: _Prepared) -> DeadLetter | None:
-        letter_id = cast("str", self._letter_id(job))  # a validated job always has its key
-        return cast("DeadLetterQueue", self.dead_letters).get(letter_id)
-
-    def _run(
-        self,
-        job: Any,
-        prepared: _Prepared,
-        store: IdempotencyStore | None,
-        lease: Lease | None,
-        count: int,
-        headers: Mapping[str, str] | None,
-        *,
-        redrive: bool,
-    ) -> JobOutcome:
-        guard = self.idempotency
-        beat = (
-            _HEARTS.start(store, lease)
-            if store is not None and lease is not None and guard is not None and guard.heartbeat
-            else None
-        )
-        try:
-            result = self._call(prepared.value)
-        except Exception as exc:  # noqa: BLE001 -- classified below; BaseException propagates
-            if beat is not None:
-                _HEARTS.stop(beat)
-                lease = beat.lease
-            self._release(store, lease)
-            decision = self._classify(exc, count)
-            if isinstance(decision, RetryLater):
-                return decision
-            if redrive:
-                return DeadLettered(decision, None, exc)
-            return self._dead_letter(job, prepared, decision, exc, count, headers)
-        except BaseException:
-            if beat is not None:
-                _HEARTS.stop(beat)
-                lease = beat.lease
-            self._release(store, lease)
-            raise
-        if beat is not None:
-            _HEARTS.stop(beat)
-            lease = beat.lease
-        if store is None or lease is None or guard is None:
-            return Done(result)
-        try:
-            data = guard.codec.encode(result)
-        except CodecError as exc:
-            # The work ran, but its result cannot be kept: a bug to fix, not to retry.
-            self._release(store, lease)
-            if redrive:
-                return DeadLettered("fatal", None, exc)
-            return self._dead_letter(job, prepared, "fatal", exc, count, headers)
-        try:
-            store.complete(lease, data, ttl=guard.ttl)
-        except LeaseLostError as exc:
-            # Another delivery took the key over: let the broker redeliver, and the
-            # next claim replays its result or waits for it. Never acknowledge blindly.
-            return RetryLater(0.0, exc)
-        return Done(result)
-
-    def _release(self, store: IdempotencyStore | None, lease: Lease | None) -> None:
-        if store is not None and lease is not None:
-            with contextlib.suppress(LeaseLostError, BackendError):
-                store.release(lease)
-
-    def _dead_letter(
-        self,
-        job: Any,
-        prepared: _Prepared | None,
-        reason: Reason,
-        error: BaseException | None,
-        count: int,
-        headers: Mapping[str, str] | None,
-    ) -> DeadLettered:
-        queue = cast("DeadLetterQueue", self.dead_letters)
-        letter = queue.put(job, **self._letter_args(prepared, reason, error, count, headers))
-        return DeadLettered(letter.reason, letter.id, error)
-
-    def _letter_args(
-        self,
-        prepared: _Prepared | None,
-        reason: Reason,
-        error: BaseException | None,
-        count: int,
-        headers: Mapping[str, str] | None,
-    ) -> dict[str, Any]:
-        return {
-            "reason": reason,
-            "error": error,
-            "key": None if prepared is None else prepared.key,
-            "fingerprint": None if prepared is None else prepared.fingerprint,
-            "attempts": count,
-            "headers": headers,
-            "id": self._letter_id(prepared),
-        }
+        return _SyncIO(self).drive(self._steps(_Message(job, redriving=letter)))
 
     # -- async ---------------------------------------------------------------------------------
 
@@ -451,151 +451,197 @@ class JobHandler:
         .. versionadded:: 0.1.0
         """
         _check_deliveries(deliveries)
-        prepared = self._prepare(job)
-        if isinstance(prepared, Exception):
-            return await self._adead_letter(
-                job, None, "invalid", prepared, deliveries or 1, headers
-            )
-        store = None if self.idempotency is None else self.idempotency._async_store()
-        lease: Lease | None = None
-        if store is not None:
-            guard = cast("Idempotency", self.idempotency)
-            claim = await store.claim(
-                cast("str", prepared.key),
-                cast("str", prepared.fingerprint),
-                lease=guard.lease,
-                ttl=guard.ttl,
-            )
-            step = self._after_claim(claim, prepared)
-            if isinstance(step, Exception):
-                return await self._adead_letter(
-                    job, prepared, "poison", step, deliveries or 1, headers
-                )
-            if not isinstance(step, Lease):
-                return step
-            lease = step
-        count = self._count(deliveries, lease)
-        if count > 1:
-            letter = await self._aexisting(prepared)
-            if letter is not None:
-                await self._arelease(store, lease)
-                return DeadLettered(letter.reason, letter.id, None, duplicate=True)
-        if count > self.max_deliveries:
-            outcome = await self._adead_letter(job, prepared, "crash_loop", None, count, headers)
-            await self._arelease(store, lease)
-            return outcome
-        return await self._arun(job, prepared, store, lease, count, headers, redrive=False)
+        return await _AsyncIO(self).drive(self._steps(_Message(job, deliveries, headers)))
 
     async def aprocess_letter(self, letter: DeadLetter, job: Any) -> JobOutcome:
         """The async twin of :meth:`process_letter`.
 
         .. versionadded:: 0.1.0
         """
-        prepared = self._prepare(job)
-        if isinstance(prepared, Exception):
-            return DeadLettered("invalid", letter.id, prepared)
-        store = None if self.idempotency is None else self.idempotency._async_store()
-        lease: Lease | None = None
-        if store is not None:
-            guard = cast("Idempotency", self.idempotency)
-            step = self._after_claim(
-                await store.claim(
-                    cast("str", prepared.key),
-                    cast("str", prepared.fingerprint),
-                    lease=guard.lease,
-                    ttl=guard.ttl,
-                ),
-                prepared,
-            )
-            if isinstance(step, Exception):
-                return DeadLettered("poison", letter.id, step)
-            if not isinstance(step, Lease):
-                return step
-            lease = step
-        return await self._arun(
-            job, prepared, store, lease, letter.attempts + 1, None, redrive=True
-        )
+        return await _AsyncIO(self).drive(self._steps(_Message(job, redriving=letter)))
 
-    async def _aexisting(self, job: _Prepared) -> DeadLetter | None:
-        letter_id = cast("str", self._letter_id(job))  # a validated job always has its key
-        queue = self.dead_letters
+
+# -- the I/O the steps ask for: each op does it the sync way (do) or the async way (ado) -------
+
+
+class _Claim(NamedTuple):
+    """Claim the job's key (answer: the :data:`~invresilience._core.idempotency.Claim`).
+
+    Always the first op that needs the idempotency store: the I/O takes the store here.
+    """
+
+    key: str
+    fingerprint: str
+
+    def do(self, io: _SyncIO) -> Claim:
+        guard = io.guard
+        io.store = guard._sync_store()
+        return io.store.claim(self.key, self.fingerprint, lease=guard.lease, ttl=guard.ttl)
+
+    async def ado(self, io: _AsyncIO) -> Claim:
+        guard = io.guard
+        io.store = guard._async_store()
+        return await io.store.claim(self.key, self.fingerprint, lease=guard.lease, ttl=guard.ttl)
+
+
+class _Lookup(NamedTuple):
+    """Get the letter an earlier delivery stored (answer: it, or ``None``)."""
+
+    letter_id: str
+
+    def do(self, io: _SyncIO) -> DeadLetter | None:
+        return cast("DeadLetterQueue", io.handler.dead_letters).get(self.letter_id)
+
+    async def ado(self, io: _AsyncIO) -> DeadLetter | None:
+        queue = io.handler.dead_letters
         if isinstance(queue, AsyncDeadLetterQueue):
-            return await queue.get(letter_id)
-        return await asyncio.to_thread(queue.get, letter_id)
+            return await queue.get(self.letter_id)
+        return await asyncio.to_thread(queue.get, self.letter_id)
 
-    async def _arun(
-        self,
-        job: Any,
-        prepared: _Prepared,
-        store: Any,
-        lease: Lease | None,
-        count: int,
-        headers: Mapping[str, str] | None,
-        *,
-        redrive: bool,
-    ) -> JobOutcome:
-        guard = self.idempotency
-        holder = None if lease is None else _Holder(lease)
-        beat = (
-            asyncio.ensure_future(guard._abeat(store, holder))
-            if guard is not None and guard.heartbeat and holder is not None
-            else None
-        )
-        try:
-            result = self._call(prepared.value)
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:  # noqa: BLE001 -- classified below; BaseException propagates
-            await _cancel(beat)
-            await self._arelease(store, None if holder is None else holder.lease)
-            decision = self._classify(exc, count)
-            if isinstance(decision, RetryLater):
-                return decision
-            if redrive:
-                return DeadLettered(decision, None, exc)
-            return await self._adead_letter(job, prepared, decision, exc, count, headers)
-        except BaseException:
-            await _cancel(beat)
-            await self._arelease(store, None if holder is None else holder.lease)
-            raise
-        await _cancel(beat)
-        if store is None or holder is None or guard is None:
-            return Done(result)
-        try:
-            data = guard.codec.encode(result)
-        except CodecError as exc:
-            await self._arelease(store, holder.lease)
-            if redrive:
-                return DeadLettered("fatal", None, exc)
-            return await self._adead_letter(job, prepared, "fatal", exc, count, headers)
-        try:
-            await store.complete(holder.lease, data, ttl=guard.ttl)
-        except LeaseLostError as exc:
-            return RetryLater(0.0, exc)
-        return Done(result)
 
-    @staticmethod
-    async def _arelease(store: Any, lease: Lease | None) -> None:
-        if store is not None and lease is not None:
-            with contextlib.suppress(LeaseLostError, BackendError):
-                await store.release(lease)
+class _Put(NamedTuple):
+    """Store the job in the dead-letter queue (answer: the stored letter)."""
 
-    async def _adead_letter(
-        self,
-        job: Any,
-        prepared: _Prepared | None,
-        reason: Reason,
-        error: BaseException | None,
-        count: int,
-        headers: Mapping[str, str] | None,
-    ) -> DeadLettered:
-        args = self._letter_args(prepared, reason, error, count, headers)
-        queue = self.dead_letters
+    job: Any
+    args: dict[str, Any]
+
+    def do(self, io: _SyncIO) -> DeadLetter:
+        return cast("DeadLetterQueue", io.handler.dead_letters).put(self.job, **self.args)
+
+    async def ado(self, io: _AsyncIO) -> DeadLetter:
+        queue = io.handler.dead_letters
         if isinstance(queue, AsyncDeadLetterQueue):
-            letter = await queue.put(job, **args)
-        else:
-            letter = await asyncio.to_thread(lambda: queue.put(job, **args))
-        return DeadLettered(letter.reason, letter.id, error)
+            return await queue.put(self.job, **self.args)
+        return await asyncio.to_thread(lambda: queue.put(self.job, **self.args))
+
+
+class _Beat(NamedTuple):
+    """Start extending the lease while the handler runs (answer: what :class:`_Unbeat` takes)."""
+
+    lease: Lease
+
+    def do(self, io: _SyncIO) -> object:
+        return _HEARTS.start(io.store, self.lease)
+
+    async def ado(self, io: _AsyncIO) -> object:
+        holder = _Holder(self.lease)
+        return asyncio.ensure_future(io.guard._abeat(io.store, holder)), holder
+
+
+class _Unbeat(NamedTuple):
+    """Stop the heartbeat (answer: the lease as last extended)."""
+
+    beat: Any
+
+    def do(self, io: _SyncIO) -> Lease:
+        _HEARTS.stop(self.beat)
+        return cast("Lease", self.beat.lease)
+
+    async def ado(self, io: _AsyncIO) -> Lease:
+        task, holder = self.beat
+        await _cancel(task)
+        return cast("Lease", holder.lease)
+
+
+class _Call(NamedTuple):
+    """Run the handler, under the pipeline, on the validated job (answer: its result)."""
+
+    value: Any
+
+    def do(self, io: _SyncIO) -> Any:
+        return io.handler._call(self.value)
+
+    async def ado(self, io: _AsyncIO) -> Any:
+        result = io.handler._call(self.value)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+class _Complete(NamedTuple):
+    """Record the encoded result under the key (answer: ``None``)."""
+
+    lease: Lease
+    data: bytes
+
+    def do(self, io: _SyncIO) -> None:
+        io.store.complete(self.lease, self.data, ttl=io.guard.ttl)
+
+    async def ado(self, io: _AsyncIO) -> None:
+        await io.store.complete(self.lease, self.data, ttl=io.guard.ttl)
+
+
+class _Release(NamedTuple):
+    """Give the key back (answer: ``None``)."""
+
+    lease: Lease
+
+    def do(self, io: _SyncIO) -> None:
+        io.store.release(self.lease)
+
+    async def ado(self, io: _AsyncIO) -> None:
+        await io.store.release(self.lease)
+
+
+_Op: TypeAlias = _Claim | _Lookup | _Put | _Beat | _Unbeat | _Call | _Complete | _Release
+_Steps: TypeAlias = Generator[_Op, Any, _T]
+
+
+class _Finished(NamedTuple):
+    outcome: JobOutcome
+
+
+def _next(steps: _Steps[JobOutcome], answer: Any, error: BaseException | None) -> _Op | _Finished:
+    """The next op *steps* asks for, given the last one's answer or error; or the outcome."""
+    try:
+        return steps.send(answer) if error is None else steps.throw(error)
+    except StopIteration as stop:
+        return _Finished(stop.value)
+
+
+class _IO:
+    """One call's I/O: the handler and, once the key is claimed, its idempotency store."""
+
+    __slots__ = ("handler", "store")
+
+    def __init__(self, handler: JobHandler) -> None:
+        self.handler = handler
+
+    @property
+    def guard(self) -> Idempotency:
+        return cast("Idempotency", self.handler.idempotency)
+
+
+class _SyncIO(_IO):
+    __slots__ = ()
+    store: IdempotencyStore
+
+    def drive(self, steps: _Steps[JobOutcome]) -> JobOutcome:
+        """Do each op *steps* asks for, and give it the answer (or the error)."""
+        answer: Any = None
+        error: BaseException | None = None
+        while not isinstance(op := _next(steps, answer, error), _Finished):
+            try:
+                answer, error = op.do(self), None
+            except BaseException as exc:  # noqa: BLE001 -- the steps release, then re-raise it
+                answer, error = None, exc
+        return op.outcome
+
+
+class _AsyncIO(_IO):
+    __slots__ = ()
+    store: _AsyncGuardStore
+
+    async def drive(self, steps: _Steps[JobOutcome]) -> JobOutcome:
+        """See :meth:`_SyncIO.drive`."""
+        answer: Any = None
+        error: BaseException | None = None
+        while not isinstance(op := _next(steps, answer, error), _Finished):
+            try:
+                answer, error = await op.ado(self), None
+            except BaseException as exc:  # noqa: BLE001 -- the steps release, then re-raise it
+                answer, error = None, exc
+        return op.outcome
 
 
 def _hint(exc: BaseException) -> float | None:
