@@ -623,7 +623,7 @@ class _SyncIO(_IO):
         while not isinstance(op := _next(steps, answer, error), _Finished):
             try:
                 answer, error = op.do(self), None
-            except BaseException as exc:  # noqa: BLE001 -- the steps release, then re-raise it
+            except BaseException as exc:  # noqa: BLE001 -- thrown into the steps: they handle it or re-raise
                 answer, error = None, exc
         return op.outcome
 
@@ -639,7 +639,7 @@ class _AsyncIO(_IO):
         while not isinstance(op := _next(steps, answer, error), _Finished):
             try:
                 answer, error = await op.ado(self), None
-            except BaseException as exc:  # noqa: BLE001 -- the steps release, then re-raise it
+            except BaseException as exc:  # noqa: BLE001 -- thrown into the steps: they handle it or re-raise
                 answer, error = None, exc
         return op.outcome
 
