@@ -163,7 +163,9 @@ class JobHandler:
     derived from the key and fingerprint. :meth:`process` raises only when the job
     could not be kept anywhere: the dead-letter queue refused it
     (:exc:`~invresilience.exceptions.DeadLetterQueueFullError`,
-    :exc:`~invresilience.exceptions.PayloadTooLargeError`), a store failed
+    :exc:`~invresilience.exceptions.PayloadTooLargeError`, or
+    :exc:`~invresilience.exceptions.CodecError` for a job its codec cannot encode: pass
+    the message as received, bytes are always kept), a store failed
     (:exc:`~invresilience.exceptions.BackendError`), or a :class:`BaseException` such as
     :exc:`KeyboardInterrupt` stopped the worker. Leave the message unacknowledged then.
 
