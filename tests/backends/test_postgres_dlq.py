@@ -27,10 +27,12 @@ from invresilience._core.dlq import DeadLetter, LetterFilter
 from invresilience._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from invresilience.backends.memory import MemoryDeadLetterStore
 from invresilience.backends.postgres import (
-    SCHEMA_VERSION,
+    DEAD_LETTER_SCHEMA_VERSION,
     AsyncPostgresDeadLetterStore,
     PostgresBackend,
     PostgresDeadLetterStore,
+    _content,
+    _dead_letter_statements,
 )
 from invresilience.exceptions import (
     BackendError,
@@ -50,6 +52,13 @@ if TYPE_CHECKING:
 ALL = LetterFilter()
 #: The tables a dead-letter store creates, after its prefix.
 TABLES = ("dead_letters", "dead_letter_queues", "schema")
+#: The functions (and triggers, of the same names) keeping each queue's count, after its prefix.
+COUNT_TRIGGERS = (
+    "dead_letters_added",
+    "dead_letters_removed",
+    "dead_letters_moved",
+    "dead_letters_emptied",
+)
 #: Seconds a test waits for another session to reach a state before failing.
 PATIENCE = 10.0
 
@@ -59,6 +68,9 @@ def _drop(url: str, prefix: str) -> None:
         for table in TABLES:
             name = sql.Identifier(f"{prefix}_{table}")
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+        for function in COUNT_TRIGGERS:
+            name = sql.Identifier(f"{prefix}_{function}")
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(name))
 
 
 @pytest.fixture
@@ -247,7 +259,7 @@ def test_the_tables_and_their_version(
     store.stats()
     schema = sql.Identifier(f"{prefix}_schema")
     rows = admin.execute(sql.SQL("SELECT component, version FROM {}").format(schema)).fetchall()
-    assert [("dead_letters", SCHEMA_VERSION)] == rows
+    assert [("dead_letters", DEAD_LETTER_SCHEMA_VERSION)] == rows
     indexes = dict(
         admin.execute(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s",
@@ -277,7 +289,7 @@ def test_concurrent_first_use_creates_the_schema_once(
     assert [1, 2, 3, 4] == sorted(a.letter.sequence for a in added)
     schema = sql.Identifier(f"{prefix}_schema")
     rows = admin.execute(sql.SQL("SELECT component, version FROM {}").format(schema)).fetchall()
-    assert [("dead_letters", SCHEMA_VERSION)] == rows
+    assert [("dead_letters", DEAD_LETTER_SCHEMA_VERSION)] == rows
 
 
 def test_a_newer_schema_version_is_refused(
@@ -286,10 +298,14 @@ def test_a_newer_schema_version_is_refused(
     """Tables recorded with a newer version make every call a BackendError naming it."""
     store.stats()
     schema = sql.Identifier(f"{prefix}_schema")
-    admin.execute(sql.SQL("UPDATE {} SET version = %s").format(schema), [SCHEMA_VERSION + 1])
+    admin.execute(
+        sql.SQL("UPDATE {} SET version = %s").format(schema), [DEAD_LETTER_SCHEMA_VERSION + 1]
+    )
     newer = PostgresDeadLetterStore(conninfo, "q", table_prefix=prefix)
     for _ in range(2):
-        with pytest.raises(BackendError, match=f"schema version {SCHEMA_VERSION + 1}") as info:
+        with pytest.raises(
+            BackendError, match=f"schema version {DEAD_LETTER_SCHEMA_VERSION + 1}"
+        ) as info:
             newer.add(_letter("x"))
         assert not isinstance(info.value, BackendUnavailableError)
     newer.close()
@@ -584,6 +600,220 @@ def test_a_paging_reader_never_misses_a_letter(conninfo: str, prefix: str) -> No
         store.close()
     assert list(range(1, 601)) == [letter.sequence for letter in seen]
     assert {f"w{i}-{n}" for i in range(4) for n in range(150)} == {x.id for x in seen}
+
+
+# -- the per-queue letter count ----------------------------------------------------------------------
+
+#: The version-1 layout, as the stores of that version created it, for the upgrade tests.
+V1_SETUP = """\
+CREATE TABLE {schema} (component text PRIMARY KEY, version integer NOT NULL);
+CREATE TABLE {letters} (
+    queue text NOT NULL, id text NOT NULL, sequence bigint NOT NULL, reason text NOT NULL,
+    key text, fingerprint text, error_type text, error_message text, traceback text,
+    attempts bigint NOT NULL, first_failed_at double precision NOT NULL,
+    last_failed_at double precision NOT NULL, dead_lettered_at double precision NOT NULL,
+    headers jsonb NOT NULL, payload bytea NOT NULL,
+    PRIMARY KEY (queue, id), UNIQUE (queue, sequence)
+);
+CREATE TABLE {queues} (queue text PRIMARY KEY, last_sequence bigint NOT NULL);
+INSERT INTO {schema} VALUES ('dead_letters', 1)"""
+
+#: An INSERT of letter rows by hand: (queue, id, sequence) from %s arrays, the rest fixed.
+HAND_INSERT = """\
+INSERT INTO {letters} (queue, id, sequence, reason, attempts, first_failed_at,
+                       last_failed_at, dead_lettered_at, headers, payload)
+SELECT queue, id, sequence, 'fatal', 1, 1.0, 1.0, 1.0, '{{}}', '\\x00'
+FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS t(queue, id, sequence)"""
+
+
+def _names(prefix: str) -> dict[str, sql.Identifier]:
+    return {
+        "schema": sql.Identifier(f"{prefix}_schema"),
+        "letters": sql.Identifier(f"{prefix}_dead_letters"),
+        "queues": sql.Identifier(f"{prefix}_dead_letter_queues"),
+    }
+
+
+def _run(admin: psycopg.Connection[Any], prefix: str, text: str, params: Any = None) -> Any:
+    """Run *text*, its {schema}, {letters} and {queues} named after *prefix*; the cursor."""
+    return admin.execute(sql.SQL(text).format(**_names(prefix)), params)
+
+
+def _hand_insert(
+    admin: psycopg.Connection[Any], prefix: str, rows: list[tuple[str, str, int]]
+) -> None:
+    queues, ids, sequences = (list(column) for column in zip(*rows, strict=True))
+    _run(admin, prefix, HAND_INSERT, [queues, ids, sequences])
+
+
+def _counts(admin: psycopg.Connection[Any], prefix: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Each queue's kept count (queues with a row) and its real count of rows (queues with letters)."""
+    kept = dict(_run(admin, prefix, "SELECT queue, letters FROM {queues}").fetchall())
+    real = dict(
+        _run(admin, prefix, "SELECT queue, count(*) FROM {letters} GROUP BY queue").fetchall()
+    )
+    return kept, real
+
+
+def _assert_exact(admin: psycopg.Connection[Any], prefix: str, expected: dict[str, int]) -> None:
+    """The kept counts are *expected* (queues not named: 0), and so are the real ones."""
+    kept, real = _counts(admin, prefix)
+    assert expected == {queue: n for queue, n in kept.items() if n}
+    assert expected == real
+
+
+def test_the_count_stays_exact_whoever_writes(
+    conninfo: str, prefix: str, admin: psycopg.Connection[Any]
+) -> None:
+    """The kept count equals the rows after adds, evictions, deletes (one id, several), purges,
+    replaces, and plain SQL inserts, deletes across queues, moves between queues and TRUNCATE."""
+    a = PostgresDeadLetterStore(conninfo, "a", table_prefix=prefix)
+    b = PostgresDeadLetterStore(conninfo, "b", table_prefix=prefix)
+    for n in range(6):
+        a.add(_letter(f"a{n}", queue="a", reason="poison" if n % 2 else "fatal"))
+    b.add(_letter("b0", queue="b"))
+    _assert_exact(admin, prefix, {"a": 6, "b": 1})
+    assert ("a0",) == a.add(_letter("a6", queue="a"), max_letters=6, evict_oldest=True).evicted
+    assert ("a1", "a2") == a.add(_letter("a7", queue="a"), max_letters=5, evict_oldest=True).evicted
+    _assert_exact(admin, prefix, {"a": 5, "b": 1})
+    assert 1 == a.delete(["a3"])
+    assert 2 == a.delete(["a4", "a5", "absent"])
+    assert 0 == a.delete(["a3"])
+    _assert_exact(admin, prefix, {"a": 2, "b": 1})
+    assert a.replace(_letter("a6", queue="a", reason="manual"))
+    assert 1 == a.purge(LetterFilter(reasons=frozenset({"manual"})))
+    _assert_exact(admin, prefix, {"a": 1, "b": 1})
+    _hand_insert(
+        admin, prefix, [("a", "x1", 100), ("b", "x2", 100), ("c", "x3", 7), ("c", "x4", 9)]
+    )
+    _assert_exact(admin, prefix, {"a": 2, "b": 2, "c": 2})
+    c = PostgresDeadLetterStore(conninfo, "c", table_prefix=prefix)
+    assert 10 == c.add(_letter("c-own", queue="c")).letter.sequence  # past the hand-made ones
+    with pytest.raises(DeadLetterQueueFullError):
+        c.add(_letter("c-full", queue="c"), max_letters=3)
+    assert (
+        2
+        == _run(
+            admin, prefix, "DELETE FROM {letters} WHERE id LIKE 'x%%' AND queue <> 'c'"
+        ).rowcount
+    )
+    _assert_exact(admin, prefix, {"a": 1, "b": 1, "c": 3})
+    _run(admin, prefix, "UPDATE {letters} SET queue = 'b' WHERE queue = 'c' AND id <> 'c-own'")
+    _run(admin, prefix, "UPDATE {letters} SET attempts = attempts + 1")  # no queue changes
+    _assert_exact(admin, prefix, {"a": 1, "b": 3, "c": 1})
+    assert 3 == b.purge(ALL)
+    _assert_exact(admin, prefix, {"a": 1, "c": 1})
+    _run(admin, prefix, "TRUNCATE {letters}")
+    _assert_exact(admin, prefix, {})
+    assert 101 == a.add(_letter("again", queue="a"), max_letters=1).letter.sequence
+    for store in (a, b, c):
+        store.close()
+
+
+def test_an_add_reads_the_count_not_the_letters(
+    store: PostgresDeadLetterStore, admin: psycopg.Connection[Any], prefix: str
+) -> None:
+    """Adding to a queue of 20,000 letters (under a cap, evicting) reads no letter row beyond
+    the id it looks up and the one it evicts, by EXPLAIN ANALYZE; a count(*) reads all 20,000."""
+    store.add(_letter("first"))
+    n = 20_000
+    _hand_insert(admin, prefix, [("q", f"h{i}", i + 2) for i in range(n - 1)])
+    q = _dead_letter_statements(prefix)
+    params = {
+        "queue": "q",
+        "id": "new",
+        "max_letters": n,
+        "evict": True,
+        **_content(_letter("new")),
+    }
+
+    def rows_read(plan: dict[str, Any]) -> int:
+        """Rows the plan's nodes produced from the letters table, over all loops."""
+        own = 0
+        if plan.get("Relation Name") == f"{prefix}_dead_letters" and "Scan" in plan["Node Type"]:
+            own = plan["Actual Rows"] * plan["Actual Loops"]
+        return own + sum(rows_read(child) for child in plan.get("Plans", []))
+
+    explain = sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ")
+    with admin.transaction(force_rollback=True):
+        admin.execute(q.lock_queue, {"queue": "q"})
+        ((plans,),) = admin.execute(explain + q.add, params).fetchall()
+        ((counted,),) = admin.execute(
+            explain + sql.SQL("SELECT count(*) FROM {} WHERE queue = 'q'").format(q.letters)
+        ).fetchall()
+    assert 1 <= rows_read(plans[0]["Plan"]) <= 2
+    assert n == rows_read(counted[0]["Plan"])
+    added = store.add(_letter("new"), max_letters=n, evict_oldest=True)
+    assert (n, ("first",)) == (added.letter.sequence - 1, added.evicted)
+    assert n == store.count(ALL)
+
+
+def test_a_version_1_schema_is_upgraded_in_place(
+    conninfo: str, prefix: str, admin: psycopg.Connection[Any]
+) -> None:
+    """Stores finding version-1 tables (4 at once) add the count, filled from the letters, and
+    the triggers, record version 2, and keep every letter and sequence."""
+    _run(admin, prefix, V1_SETUP)
+    _run(admin, prefix, "INSERT INTO {queues} VALUES ('a', 5), ('b', 2)")
+    _hand_insert(admin, prefix, [("a", "a3", 3), ("a", "a4", 4), ("a", "a5", 5)])
+    stores = _stores(conninfo, prefix, 4)
+    counted = _in_threads(4, lambda i: stores[i].count(ALL))
+    assert [0, 0, 0, 0] == counted
+    rows = _run(admin, prefix, "SELECT component, version FROM {schema}").fetchall()
+    assert [("dead_letters", DEAD_LETTER_SCHEMA_VERSION)] == rows
+    assert [("a", 5, 3), ("b", 2, 0)] == _run(
+        admin, prefix, "SELECT queue, last_sequence, letters FROM {queues} ORDER BY queue"
+    ).fetchall()
+    triggers = admin.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal"
+        " ORDER BY tgname",
+        [f'"{prefix}_dead_letters"'],
+    ).fetchall()
+    assert sorted((f"{prefix}_{name}",) for name in COUNT_TRIGGERS) == triggers
+    a = PostgresDeadLetterStore(conninfo, "a", table_prefix=prefix)
+    assert 6 == a.add(_letter("a6", queue="a"), max_letters=4).letter.sequence
+    with pytest.raises(DeadLetterQueueFullError):
+        a.add(_letter("a7", queue="a"), max_letters=4)
+    assert 1 == a.delete(["a3"])
+    _assert_exact(admin, prefix, {"a": 3})
+    for store in [*stores, a]:
+        store.close()
+
+
+def test_purges_and_deletes_racing_evicting_adds_never_deadlock(
+    conninfo: str, prefix: str, admin: psycopg.Connection[Any]
+) -> None:
+    """4 threads adding with eviction while one purges and one deletes what it lists: no
+    deadlock or other error, and the kept count ends equal to the rows."""
+    stores = _stores(conninfo, prefix, 6)
+    stores[0].stats()
+    done = threading.Event()
+
+    def work(i: int) -> int:
+        """An adder (0-3): how many letters its adds evicted; else how many it removed."""
+        store = stores[i]
+        if i < 4:
+            try:
+                return sum(
+                    len(store.add(_letter(f"t{i}-{n}"), max_letters=20, evict_oldest=True).evicted)
+                    for n in range(150)
+                )
+            finally:
+                done.set()
+        removed = 0
+        while not done.is_set():
+            if i == 4:
+                removed += store.purge(LetterFilter(before=2000.0))
+            else:
+                removed += store.delete([x.id for x in store.list(ALL, limit=5)])
+        return removed
+
+    gone = _in_threads(6, work)
+    for store in stores:
+        store.close()
+    kept, real = _counts(admin, prefix)
+    assert real.get("q", 0) == kept["q"]
+    assert 600 == sum(gone) + kept["q"]
 
 
 # -- async -------------------------------------------------------------------------------------------

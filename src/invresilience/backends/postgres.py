@@ -29,12 +29,31 @@ lock (so processes starting together do not race), and versioned::
                            payload bytea, PRIMARY KEY (queue, id), UNIQUE (queue, sequence))
     {prefix}_dead_letters_key      index on (queue, key)
     {prefix}_dead_letters_at       index on (queue, dead_lettered_at)
-    {prefix}_dead_letter_queues    (queue text PRIMARY KEY, last_sequence bigint)
+    {prefix}_dead_letter_queues    (queue text PRIMARY KEY, last_sequence bigint,
+                                    letters bigint)
 
 Each kind of store creates its own tables only. The rows ``('idempotency', 1)`` and
-``('dead_letters', 1)`` of ``{prefix}_schema`` record the layouts; a store that finds a
+``('dead_letters', 2)`` of ``{prefix}_schema`` record the layouts
+(:data:`SCHEMA_VERSION`, :data:`DEAD_LETTER_SCHEMA_VERSION`); a store that finds a
 newer version refuses to run (:exc:`~invresilience.exceptions.BackendError`) rather than
-misread rows. *prefix* is an identifier (``[A-Za-z_][A-Za-z0-9_]{0,40}``) quoted with
+misread rows. A dead-letter store that finds version 1 (no ``letters`` column) upgrades the
+tables in place, once, under the advisory lock: it adds the column, fills it from the
+letters and creates the triggers below.
+
+A queue's row in ``{prefix}_dead_letter_queues`` holds the last sequence handed out (never
+wound back, so a sequence is never reused) and ``letters``, how many letters the queue
+holds, which ``add`` checks ``max_letters`` against instead of counting the queue's rows.
+Triggers on ``{prefix}_dead_letters`` keep that count exact whoever writes, the stores or
+plain SQL: after each ``INSERT`` and ``DELETE`` statement (``FOR EACH STATEMENT``, from its
+transition table, so a purge of 100,000 letters updates each queue's row once), after an
+``UPDATE`` that moves a letter to another queue, and after ``TRUNCATE``; they are
+``{prefix}_dead_letters_added``, ``_removed``, ``_moved`` and ``_emptied``, each with a
+PL/pgSQL function of the same name (dropping the tables leaves the functions). A letter
+inserted by hand into a queue with no row makes its row. Every write to a queue's letters
+takes the queue's row lock (an add first of all; a delete or purge before touching any letter, then
+in its trigger), so deleting letters by hand while stores add with ``evict_oldest`` should
+lock the row first too (``SELECT ... FOR UPDATE``): otherwise the two can deadlock, and
+PostgreSQL aborts one of them. *prefix* is an identifier (``[A-Za-z_][A-Za-z0-9_]{0,40}``) quoted with
 :class:`psycopg.sql.Identifier`; every value is a bound parameter. Namespaces (and
 dead-letter queues) share the tables; each is a store of its own.
 
@@ -70,9 +89,12 @@ trip): an ``INSERT ... ON CONFLICT DO UPDATE`` on the queue's row of
 after the other: they commit in sequence order (a reader paging with ``after=`` never
 misses a letter committed later with a lower sequence) and the ``max_letters`` cap is
 exact. A second statement, whose snapshot sees every add committed before it, then looks
-for the id, counts the queue, deletes the lowest sequences to make room, takes the next
-sequence from the queue's row and inserts the letter. ``list``, ``count``, ``stats``,
-``replace``, ``delete`` and ``purge`` are one statement each.
+for the id, reads the queue's letter count from its row (the same time at 100 letters as at
+100,000), deletes the lowest sequences to make room, takes the next sequence from the
+queue's row and inserts the letter. ``list``, ``count``, ``stats``, ``replace``, ``delete``
+and ``purge`` are one statement each; ``delete`` and ``purge`` lock the queue's row before
+any letter, the order an add takes them in, so they never deadlock with one (and an add
+waits for a purge of its queue to finish).
 
 Connections and errors
 ----------------------
@@ -154,6 +176,7 @@ if TYPE_CHECKING:
     from .._core.idempotency import Claim, Lease
 
 __all__ = [
+    "DEAD_LETTER_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "AsyncPostgresDeadLetterStore",
     "AsyncPostgresIdempotencyStore",
@@ -166,13 +189,20 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-#: The table layout this module reads and writes, recorded in ``{prefix}_schema``.
+#: The version of the idempotency tables this module reads and writes (``{prefix}_schema``
+#: row ``idempotency``).
 SCHEMA_VERSION: Final = 1
+#: The version of the dead-letter tables this module reads and writes (``{prefix}_schema``
+#: row ``dead_letters``): 2 keeps each queue's letter count in ``{prefix}_dead_letter_queues``;
+#: a store finding version 1 upgrades the tables in place.
+DEAD_LETTER_SCHEMA_VERSION: Final = 2
 #: How many times a claim runs again when a concurrent claim made its answer stale.
 _CLAIM_ATTEMPTS: Final = 5
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
 _COMPONENT: Final = "idempotency"
 _DEAD_LETTERS: Final = "dead_letters"
+#: The triggers (and their functions) keeping a queue's letter count: ``{prefix}_dead_letters_<name>``.
+_COUNT_TRIGGERS: Final = ("added", "removed", "moved", "emptied")
 
 # -- SQL ----------------------------------------------------------------------------------------
 
@@ -278,6 +308,13 @@ WHERE namespace = %(namespace)s AND key = %(key)s FOR UPDATE"""
 
 # -- SQL: dead letters ----------------------------------------------------------------------------
 
+# The dead-letter tables, then (under the same advisory lock, in the same transaction) the
+# version-dependent part in a DO block: on fresh tables or version-1 ones, the letter count of
+# each queue (its column, filled from the letters) and the triggers that keep it, then the
+# version. The DO block locks the queue table before the letters, as every add and delete does,
+# so an upgrade racing old stores' adds cannot deadlock with them, and no letter is written
+# between the count and the triggers. At the current version, or a newer one (which _setup
+# refuses), it changes nothing.
 _DLQ_SETUP = f"""\
 {_SETUP_BEGIN}CREATE TABLE IF NOT EXISTS {{letters}} (
     queue text NOT NULL,
@@ -298,12 +335,94 @@ _DLQ_SETUP = f"""\
     PRIMARY KEY (queue, id),
     UNIQUE (queue, sequence)
 );
-CREATE INDEX IF NOT EXISTS {{letters_key}} ON {{letters}} (queue, key);
-CREATE INDEX IF NOT EXISTS {{letters_at}} ON {{letters}} (queue, dead_lettered_at);
 CREATE TABLE IF NOT EXISTS {{queues}} (
     queue text PRIMARY KEY,
-    last_sequence bigint NOT NULL
-);{_SETUP_END}"""
+    last_sequence bigint NOT NULL,
+    letters bigint NOT NULL DEFAULT 0
+);
+DO $setup$
+DECLARE
+    recorded integer;
+BEGIN
+    SELECT version INTO recorded FROM {{schema}} WHERE component = {{component}};
+    IF recorded IS NOT NULL AND recorded <> 1 THEN
+        RETURN;
+    END IF;
+    LOCK TABLE {{queues}} IN ACCESS EXCLUSIVE MODE;
+    LOCK TABLE {{letters}} IN SHARE ROW EXCLUSIVE MODE;
+    ALTER TABLE {{queues}} ADD COLUMN IF NOT EXISTS letters bigint NOT NULL DEFAULT 0;
+    UPDATE {{queues}} SET letters = 0 WHERE letters <> 0;
+    INSERT INTO {{queues}} AS q (queue, last_sequence, letters)
+    SELECT queue, max(sequence), count(*) FROM {{letters}} GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue) DO UPDATE
+        SET letters = excluded.letters,
+            last_sequence = greatest(q.last_sequence, excluded.last_sequence);
+
+    -- Letters inserted, by queue: counted, and the queue's row made if there was none (with
+    -- a counter past their sequences, so the store never hands one of them out again).
+    CREATE OR REPLACE FUNCTION {{added}}() RETURNS trigger LANGUAGE plpgsql AS $added$
+    BEGIN
+        INSERT INTO {{queues}} AS q (queue, last_sequence, letters)
+        SELECT queue, max(sequence), count(*) FROM added_letters GROUP BY queue ORDER BY queue
+        ON CONFLICT (queue) DO UPDATE
+            SET letters = q.letters + excluded.letters,
+                last_sequence = greatest(q.last_sequence, excluded.last_sequence);
+        RETURN NULL;
+    END
+    $added$;
+    DROP TRIGGER IF EXISTS {{added}} ON {{letters}};
+    CREATE TRIGGER {{added}} AFTER INSERT ON {{letters}}
+        REFERENCING NEW TABLE AS added_letters
+        FOR EACH STATEMENT EXECUTE FUNCTION {{added}}();
+
+    -- Letters deleted, by queue: one update of each queue's row per statement.
+    CREATE OR REPLACE FUNCTION {{removed}}() RETURNS trigger LANGUAGE plpgsql AS $removed$
+    BEGIN
+        UPDATE {{queues}} AS q SET letters = q.letters - gone.n
+        FROM (SELECT queue, count(*) AS n FROM removed_letters GROUP BY queue) AS gone
+        WHERE q.queue = gone.queue;
+        RETURN NULL;
+    END
+    $removed$;
+    DROP TRIGGER IF EXISTS {{removed}} ON {{letters}};
+    CREATE TRIGGER {{removed}} AFTER DELETE ON {{letters}}
+        REFERENCING OLD TABLE AS removed_letters
+        FOR EACH STATEMENT EXECUTE FUNCTION {{removed}}();
+
+    -- A letter moved to another queue by hand (the stores never do): a row trigger, which
+    -- fires only for an UPDATE that sets queue, so a replace() costs nothing more.
+    CREATE OR REPLACE FUNCTION {{moved}}() RETURNS trigger LANGUAGE plpgsql AS $moved$
+    BEGIN
+        UPDATE {{queues}} SET letters = letters - 1 WHERE queue = OLD.queue;
+        INSERT INTO {{queues}} AS q (queue, last_sequence, letters)
+        VALUES (NEW.queue, NEW.sequence, 1)
+        ON CONFLICT (queue) DO UPDATE
+            SET letters = q.letters + 1,
+                last_sequence = greatest(q.last_sequence, excluded.last_sequence);
+        RETURN NULL;
+    END
+    $moved$;
+    DROP TRIGGER IF EXISTS {{moved}} ON {{letters}};
+    CREATE TRIGGER {{moved}} AFTER UPDATE OF queue ON {{letters}}
+        FOR EACH ROW WHEN (OLD.queue IS DISTINCT FROM NEW.queue)
+        EXECUTE FUNCTION {{moved}}();
+
+    CREATE OR REPLACE FUNCTION {{emptied}}() RETURNS trigger LANGUAGE plpgsql AS $emptied$
+    BEGIN
+        UPDATE {{queues}} SET letters = 0 WHERE letters <> 0;
+        RETURN NULL;
+    END
+    $emptied$;
+    DROP TRIGGER IF EXISTS {{emptied}} ON {{letters}};
+    CREATE TRIGGER {{emptied}} AFTER TRUNCATE ON {{letters}}
+        FOR EACH STATEMENT EXECUTE FUNCTION {{emptied}}();
+
+    INSERT INTO {{schema}} (component, version) VALUES ({{component}}, {{version}})
+        ON CONFLICT (component) DO UPDATE SET version = excluded.version;
+END
+$setup$;
+CREATE INDEX IF NOT EXISTS {{letters_key}} ON {{letters}} (queue, key);
+CREATE INDEX IF NOT EXISTS {{letters_at}} ON {{letters}} (queue, dead_lettered_at);"""
 
 #: A stored letter, as every query returns it (see :func:`_letter`).
 _LETTER = (
@@ -347,8 +466,7 @@ _ADD = f"""\
 WITH existing AS (
     SELECT {_LETTER} FROM {{letters}} WHERE queue = %(queue)s AND id = %(id)s
 ), size AS (
-    SELECT count(*) AS n FROM {{letters}}
-    WHERE queue = %(queue)s AND %(max_letters)s::bigint IS NOT NULL
+    SELECT letters AS n FROM {{queues}} WHERE queue = %(queue)s
 ), verdict AS (
     SELECT NOT EXISTS (SELECT 1 FROM existing)
            AND (%(max_letters)s::bigint IS NULL OR n < %(max_letters)s::bigint
@@ -397,14 +515,31 @@ UPDATE {{letters}} SET {_CONTENT_SET}
 WHERE queue = %(queue)s AND id = %(id)s
 RETURNING sequence"""
 
-_DELETE = """\
+# Deletes lock the queue's row before any letter: as an add does (which may delete the oldest
+# letters), so the two cannot deadlock, whereas a delete taking the letters first would then wait
+# for the row in its count trigger while an add holding the row waited for those letters. The
+# lock is a one-time filter (it holds whether or not the row exists), run before the scan.
+_QUEUE_LOCKED = "coalesce((SELECT true FROM {queues} WHERE queue = %(queue)s FOR UPDATE), true)"
+
+# One id with `=`, several with `= ANY`: PostgreSQL runs the array form's index scan
+# measurably slower, and a redrive deletes one letter at a time.
+_DELETE_ONE = f"""\
 WITH gone AS (
-    DELETE FROM {letters} WHERE queue = %(queue)s AND id = ANY(%(ids)s::text[]) RETURNING 1
+    DELETE FROM {{letters}} WHERE queue = %(queue)s AND id = %(id)s AND {_QUEUE_LOCKED}
+    RETURNING 1
 )
 SELECT count(*) FROM gone"""
 
-_PURGE_LETTERS = """\
-WITH gone AS (DELETE FROM {letters} WHERE {where} RETURNING 1)
+_DELETE = f"""\
+WITH gone AS (
+    DELETE FROM {{letters}}
+    WHERE queue = %(queue)s AND id = ANY(%(ids)s::text[]) AND {_QUEUE_LOCKED}
+    RETURNING 1
+)
+SELECT count(*) FROM gone"""
+
+_PURGE_LETTERS = f"""\
+WITH gone AS (DELETE FROM {{letters}} WHERE {{where}} AND {_QUEUE_LOCKED} RETURNING 1)
 SELECT count(*) FROM gone"""
 
 
@@ -468,25 +603,34 @@ class _DeadLetterStatements(NamedTuple):
     get: sql.Composed
     stats: sql.Composed
     replace: sql.Composed
+    delete_one: sql.Composed
     delete: sql.Composed
     letters: sql.Identifier
+    queues: sql.Identifier
 
     def filtered(self, text: str, where: sql.Composable) -> sql.Composed:
         """The statement *text* (``_LIST``, ``_COUNT``, ``_PURGE_LETTERS``) with *where*."""
-        return sql.SQL(text).format(letters=self.letters, where=where)
+        return sql.SQL(text).format(letters=self.letters, queues=self.queues, where=where)
 
 
 def _dead_letter_statements(prefix: str) -> _DeadLetterStatements:
     """Every dead-letter statement for the tables named after *prefix* (already checked)."""
     letters = sql.Identifier(f"{prefix}_dead_letters")
+    queues = sql.Identifier(f"{prefix}_dead_letter_queues")
     names = {
         "schema": sql.Identifier(f"{prefix}_schema"),
         "letters": letters,
         "letters_key": sql.Identifier(f"{prefix}_dead_letters_key"),
         "letters_at": sql.Identifier(f"{prefix}_dead_letters_at"),
-        "queues": sql.Identifier(f"{prefix}_dead_letter_queues"),
+        "queues": queues,
+        # The count triggers and their functions (at most 63 characters with a 41-character
+        # prefix, PostgreSQL's limit on a name).
+        **{
+            trigger: sql.Identifier(f"{prefix}_dead_letters_{trigger}")
+            for trigger in _COUNT_TRIGGERS
+        },
         "component": sql.Literal(_DEAD_LETTERS),
-        "version": sql.Literal(SCHEMA_VERSION),
+        "version": sql.Literal(DEAD_LETTER_SCHEMA_VERSION),
         "lock": sql.Literal(_lock_id(prefix)),
     }
 
@@ -501,8 +645,10 @@ def _dead_letter_statements(prefix: str) -> _DeadLetterStatements:
         get=compose(_GET),
         stats=compose(_STATS),
         replace=compose(_REPLACE),
+        delete_one=compose(_DELETE_ONE),
         delete=compose(_DELETE),
         letters=letters,
+        queues=queues,
     )
 
 
@@ -539,15 +685,17 @@ if TYPE_CHECKING:
     _Op: TypeAlias = Generator["_One | _Many | _Tx", Any, _T]
 
 
-def _setup(setup: sql.Composed, version_query: sql.Composed, table: str) -> _Op[None]:
-    """Create the tables if needed and check the recorded schema version."""
+def _setup(
+    setup: sql.Composed, version_query: sql.Composed, table: str, expected: int
+) -> _Op[None]:
+    """Create (or upgrade) the tables if needed and check the recorded schema version."""
     yield _One(setup, None)
     rows = yield _One(version_query, None)
     version = rows[0][0] if rows else None
-    if version != SCHEMA_VERSION:
+    if version != expected:
         msg = (
             f"table {table} has schema version {version}, this invresilience knows "
-            f"version {SCHEMA_VERSION}: upgrade invresilience, or use another table_prefix"
+            f"version {expected}: upgrade invresilience, or use another table_prefix"
         )
         raise BackendError(msg)
 
@@ -862,7 +1010,10 @@ def _replace(q: _DeadLetterStatements, letter: DeadLetter) -> _Op[bool]:
 
 
 def _delete(q: _DeadLetterStatements, queue: str, letter_ids: list[str]) -> _Op[int]:
-    rows = yield _One(q.delete, {"queue": queue, "ids": letter_ids})
+    if len(letter_ids) == 1:
+        rows = yield _One(q.delete_one, {"queue": queue, "id": letter_ids[0]})
+    else:
+        rows = yield _One(q.delete, {"queue": queue, "ids": letter_ids})
     return int(rows[0][0])
 
 
@@ -1091,7 +1242,9 @@ class PostgresIdempotencyStore(_SyncStore):
         )
 
     def _schema(self) -> _Op[None]:
-        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_idempotency")
+        return _setup(
+            self._q.setup, self._q.version, f"{self.table_prefix}_idempotency", SCHEMA_VERSION
+        )
 
     def claim(self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL) -> Claim:
         """See :meth:`~invresilience.typing.IdempotencyStore.claim`; one round trip."""
@@ -1413,7 +1566,9 @@ class AsyncPostgresIdempotencyStore(_AsyncStore):
         )
 
     def _schema(self) -> _Op[None]:
-        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_idempotency")
+        return _setup(
+            self._q.setup, self._q.version, f"{self.table_prefix}_idempotency", SCHEMA_VERSION
+        )
 
     async def claim(
         self, key: str, fingerprint: str, *, lease: float, ttl: float = DEFAULT_TTL
@@ -1618,7 +1773,12 @@ class PostgresDeadLetterStore(_SyncStore):
         return f"PostgresDeadLetterStore({self.queue!r}, table_prefix={self.table_prefix!r})"
 
     def _schema(self) -> _Op[None]:
-        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_dead_letters")
+        return _setup(
+            self._q.setup,
+            self._q.version,
+            f"{self.table_prefix}_dead_letters",
+            DEAD_LETTER_SCHEMA_VERSION,
+        )
 
     def add(
         self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
@@ -1732,7 +1892,12 @@ class AsyncPostgresDeadLetterStore(_AsyncStore):
         return f"AsyncPostgresDeadLetterStore({self.queue!r}, table_prefix={self.table_prefix!r})"
 
     def _schema(self) -> _Op[None]:
-        return _setup(self._q.setup, self._q.version, f"{self.table_prefix}_dead_letters")
+        return _setup(
+            self._q.setup,
+            self._q.version,
+            f"{self.table_prefix}_dead_letters",
+            DEAD_LETTER_SCHEMA_VERSION,
+        )
 
     async def add(
         self, letter: DeadLetter, *, max_letters: int | None = None, evict_oldest: bool = False
