@@ -521,6 +521,9 @@ def test_open_backend_memory_and_errors() -> None:
     with pytest.raises(ir.ConfigurationError, match="not a URL") as unparsable:
         ir.open_backend("postgresql://u:hunter2@[::1")
     assert "hunter2" not in str(unparsable.value)
+    from invresilience.backends._url import _redact
+
+    assert "<unparsable URL>" == _redact("postgresql://u:hunter2@[::1")
     with pytest.raises(ir.ConfigurationError):
         backend.idempotency_store("bad namespace!")
     with backend:
