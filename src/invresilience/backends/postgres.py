@@ -1087,6 +1087,13 @@ def _check_outside_transaction(
         raise BackendError(msg)
 
 
+def _has_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether *cursor*'s statement returned rows (``cursor.description`` says so too, but
+    builds a column object per column to say it: 14 for a letter, on every call)."""
+    result = cursor.pgresult
+    return result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK
+
+
 #: Whether libpq can pipeline (version 14 and later); without, a transaction's statements
 #: take a round trip each.
 _PIPELINE: Final = psycopg.Pipeline.is_supported()
@@ -1115,7 +1122,7 @@ def _transact(conn: psycopg.Connection[Any], step: _Tx) -> list[list[Any]]:
         except BaseException:
             _rollback(conn)
             raise
-        return [cur.fetchall() if cur.description is not None else [] for cur in cursors]
+        return [cur.fetchall() if _has_rows(cur) else [] for cur in cursors]
     finally:
         for cursor in cursors:
             cursor.close()
@@ -1176,7 +1183,7 @@ class _SyncStore:
                 with conn.cursor(row_factory=tuple_row) as cur:
                     if isinstance(step, _One):
                         cur.execute(step.query, step.params)
-                        answer = cur.fetchall() if cur.description is not None else []
+                        answer = cur.fetchall() if _has_rows(cur) else []
                     else:
                         cur.executemany(step.query, step.params, returning=True)
                         answer = [cur.fetchall()]
@@ -1430,7 +1437,7 @@ async def _atransact(conn: psycopg.AsyncConnection[Any], step: _Tx) -> list[list
         except BaseException:
             await _arollback(conn)
             raise
-        return [await cur.fetchall() if cur.description is not None else [] for cur in cursors]
+        return [await cur.fetchall() if _has_rows(cur) else [] for cur in cursors]
     finally:
         for cursor in cursors:
             await cursor.close()
@@ -1488,7 +1495,7 @@ class _AsyncStore:
                 async with conn.cursor(row_factory=tuple_row) as cur:
                     if isinstance(step, _One):
                         await cur.execute(step.query, step.params)
-                        answer = await cur.fetchall() if cur.description is not None else []
+                        answer = await cur.fetchall() if _has_rows(cur) else []
                     else:
                         await cur.executemany(step.query, step.params, returning=True)
                         answer = [await cur.fetchall()]
