@@ -1002,3 +1002,25 @@ def test_a_dead_letter_queue_from_open_backend_end_to_end(
         assert (6, 2) == (again.attempts, again.sequence)
         assert 2 == queue.purge(everything=True)
         assert 0 == queue.count()
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable"),
+    [
+        (psycopg.errors.DeadlockDetected("deadlock detected"), False),
+        (psycopg.errors.SerializationFailure("could not serialize access"), False),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), False),
+        (psycopg.OperationalError("connection refused"), True),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+    ],
+)
+def test_only_a_lost_connection_reads_as_unreachable(
+    error: psycopg.Error, unavailable: bool
+) -> None:
+    """A deadlock or a timeout is a BackendError: the server answered, it is not down."""
+    from invresilience.backends.postgres import _error
+    from invresilience.exceptions import BackendError, BackendUnavailableError
+
+    mapped = _error("add", error)
+    assert isinstance(mapped, BackendError)
+    assert unavailable == isinstance(mapped, BackendUnavailableError)

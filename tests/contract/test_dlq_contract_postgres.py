@@ -26,6 +26,9 @@ def pg_prefix(postgres_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(f"{prefix}_{table}"))
             )
+        for trigger in ("added", "removed", "moved", "emptied"):
+            name = sql.Identifier(f"{prefix}_dead_letters_{trigger}")
+            conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(name))
 
 
 class TestPostgresDeadLetterStore(DeadLetterStoreContract):

@@ -101,7 +101,8 @@ Connections and errors
 
 A store keeps one connection, in autocommit mode, guarded by a lock (a :class:`threading.RLock`
 in the sync store, an :class:`asyncio.Lock` in the async one). It connects on first use.
-:exc:`psycopg.OperationalError` becomes :exc:`~invresilience.exceptions.BackendUnavailableError`,
+:exc:`psycopg.OperationalError` becomes :exc:`~invresilience.exceptions.BackendUnavailableError`
+(except a deadlock, a serialization failure or a statement timeout: the server answered),
 any other :exc:`psycopg.Error` a :exc:`~invresilience.exceptions.BackendError`, the driver's
 exception chained; so is a string PostgreSQL cannot hold (a NUL character, a lone
 surrogate), refused before anything changes. When the connection breaks (the server restarted, the backend was
@@ -1030,6 +1031,10 @@ _DRIVER_ERRORS: Final = (psycopg.Error, UnicodeEncodeError)
 def _error(where: str, exc: psycopg.Error | UnicodeEncodeError) -> BackendError:
     """The invresilience error for a driver error (the caller chains *exc*)."""
     message = " ".join(str(exc).split()) or type(exc).__name__
+    state = getattr(exc, "sqlstate", None) or ""
+    if state.startswith("40") or state == "57014":
+        # A deadlock, a serialization failure or a statement timeout: the server answered.
+        return BackendError(f"{where}: PostgreSQL rolled the statement back: {message}")
     if isinstance(exc, psycopg.OperationalError):
         return BackendUnavailableError(f"{where}: PostgreSQL is unreachable: {message}")
     if isinstance(exc, UnicodeEncodeError):
