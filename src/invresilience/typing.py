@@ -450,7 +450,6 @@ class AsyncIdempotencyStore(Protocol):
         ...
 
 
-@runtime_checkable
 # -- dead letters -----------------------------------------------------------------------------
 
 
@@ -575,6 +574,7 @@ class AsyncDeadLetterStore(Protocol):
         ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     """**Protocol:** a storage technology opened from a URL by :func:`~invresilience.open_backend`.
 
