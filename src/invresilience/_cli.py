@@ -833,6 +833,19 @@ class _Command:
             after = page[-1].sequence
         return out
 
+    def selected_ids(self, where: LetterFilter) -> list[str]:
+        """The ids of the letters *where* selects now, oldest first."""
+        return [
+            letter.id
+            for letter in self.queue.iter(
+                reason=where.reasons,
+                key=where.key,
+                since=where.since,
+                before=where.before,
+                page_size=_PURGE_CHUNK,
+            )
+        ]
+
     # -- list -------------------------------------------------------------------------------
 
     def list(self) -> int:
@@ -997,11 +1010,19 @@ class _Command:
                 "--before), --older-than DURATION, or --all",
             )
         missing: list[str] = []
+        # The letters to delete are fixed here, when they are counted: the operator confirms
+        # this count, and a letter that arrives (or starts matching) while the question waits
+        # must not be deleted with the others. A dry run only counts, so it need not list them.
+        doomed: list[str] = []
         if ids:
             letters, missing = self.letters_by_id(ids)
-            count = len(letters)
-        else:
+            doomed = [letter.id for letter in letters]
+            count = len(doomed)
+        elif self.args.dry_run:
             count = self.queue.store.count(where)
+        else:
+            doomed = self.selected_ids(where)
+            count = len(doomed)
         not_found = EXIT_NOT_FOUND if missing else EXIT_OK
         place = f"queue {self.queue.name!r}"
         if count == 0:
@@ -1012,12 +1033,17 @@ class _Command:
             return not_found
         if not self.args.yes:
             self.confirm(count, place)
-        deleted = (
-            self.queue.store.delete([letter.id for letter in letters])
-            if ids
-            else self.queue.store.purge(where)
-        )
+        # Through the queue, not the store, so that its "purged" events fire.
+        deleted = 0
+        for start in range(0, len(doomed), _PURGE_CHUNK):
+            deleted += self.queue.purge(ids=doomed[start : start + _PURGE_CHUNK])
         _say(self.out, f"deleted {_n(deleted)} from {place}")
+        if deleted < count:
+            _say(
+                self.streams.err,
+                f"{count - deleted} of the {_n(count)} selected were gone already "
+                "(redriven or deleted meanwhile)",
+            )
         return not_found
 
     def confirm(self, count: int, place: str) -> None:
@@ -1066,6 +1092,10 @@ class _Command:
             _say(self.out, f"{'oldest:':<11} {_iso(stats.oldest)} ({_age(age)} ago)")
             _say(self.out, f"{'newest:':<11} {_iso(stats.newest)}")
         return EXIT_OK
+
+
+#: How many letter ids one ``purge`` call deletes (and one listing page fetches).
+_PURGE_CHUNK = 1000
 
 
 def _n(count: int) -> str:

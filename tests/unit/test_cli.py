@@ -16,7 +16,7 @@ import attrs
 import pytest
 
 import invresilience
-from invresilience import open_backend
+from invresilience import DeadLetterEvent, open_backend
 from invresilience._cli import (
     EXIT_ABORTED,
     EXIT_BACKEND,
@@ -31,13 +31,15 @@ from invresilience._cli import (
     parse_when,
 )
 from invresilience._core.dlq import REASONS, letter_to_json
+from invresilience._events import scoped_listener
 from invresilience.testing import ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
     from invresilience import DeadLetter, DeadLetterQueue
+    from invresilience._events import Event
 
 QUEUE = "orders-dlq"
 #: 2023-11-14T22:13:20Z
@@ -1076,6 +1078,118 @@ def test_purge_of_nothing_says_so(seeded: DeadLetterQueue, url: str) -> None:
     result = dlq(url, "purge", "--reason", "crash_loop", stdin=io.StringIO())
     assert EXIT_OK == result.code
     assert f"no letters to delete in queue '{QUEUE}'\n" == result.out
+
+
+class AnswerAfter(Terminal):
+    """A terminal stdin that runs *meanwhile* (what happens while the operator reads) first."""
+
+    def __init__(self, answer: str, meanwhile: Callable[[], object]) -> None:
+        super().__init__(answer)
+        self.meanwhile = meanwhile
+
+    def readline(self, size: int = -1, /) -> str:  # type: ignore[override]  # as typeshed's
+        self.meanwhile()
+        return super().readline(size)
+
+
+def purged_events(events: list[Event]) -> list[tuple[str, int]]:
+    """``(source, count)`` of each ``"purged"`` dead-letter event, in order."""
+    return [
+        (event.source, event.count)
+        for event in events
+        if isinstance(event, DeadLetterEvent) and event.kind == "purged"
+    ]
+
+
+def test_purge_spares_a_letter_that_arrives_while_the_operator_confirms(
+    seeded: DeadLetterQueue, url: str
+) -> None:
+    """A matching letter stored between the count and the 'y' is kept; the confirmed count goes."""
+    stdin = AnswerAfter("y\n", lambda: put(seeded, "f9", at=T0 + 3 * DAY, reason="fatal"))
+    result = dlq(url, "purge", "--reason", "fatal", stdin=stdin)
+    assert EXIT_OK == result.code, result.err
+    assert f"delete 1 letter from queue '{QUEUE}' for good? [y/N] " == result.err
+    assert f"deleted 1 letter from queue '{QUEUE}'\n" == result.out
+    assert ["a1", "i3", "p4", "m5", "f9"] == remaining(seeded)
+
+
+def test_purge_all_spares_a_letter_that_arrives_while_the_operator_confirms(
+    seeded: DeadLetterQueue, url: str
+) -> None:
+    """--all deletes the letters it counted, not one stored while the question waited."""
+    stdin = AnswerAfter("yes\n", lambda: put(seeded, "late", at=T0 + 3 * DAY))
+    result = dlq(url, "purge", "--all", stdin=stdin)
+    assert EXIT_OK == result.code, result.err
+    assert f"deleted 5 letters from queue '{QUEUE}'\n" == result.out
+    assert ["late"] == remaining(seeded)
+
+
+def test_purge_older_than_spares_a_letter_that_ages_in_while_the_operator_confirms(
+    queue: DeadLetterQueue, url: str
+) -> None:
+    """A letter old enough for --older-than, stored during the question, is kept."""
+    now = time.time()
+    put(queue, "old", at=now - 3 * DAY)
+    put(queue, "new", at=now - HOUR)
+    stdin = AnswerAfter("y\n", lambda: put(queue, "old-too", at=now - 5 * DAY))
+    result = dlq(url, "purge", "--older-than", "1d", stdin=stdin)
+    assert EXIT_OK == result.code, result.err
+    assert f"deleted 1 letter from queue '{QUEUE}'\n" == result.out
+    assert ["new", "old-too"] == remaining(queue)
+
+
+def test_purge_reports_letters_gone_while_the_operator_confirmed(
+    seeded: DeadLetterQueue, url: str
+) -> None:
+    """A selected letter removed during the question is not counted as deleted, and it says so."""
+    stdin = AnswerAfter("y\n", lambda: seeded.purge(ids=["f2"]))
+    result = dlq(url, "purge", "--reason", "fatal,invalid", stdin=stdin)
+    assert EXIT_OK == result.code, result.err
+    assert f"deleted 1 letter from queue '{QUEUE}'\n" == result.out
+    assert result.err.endswith(
+        "1 of the 2 letters selected were gone already (redriven or deleted meanwhile)\n"
+    )
+    assert ["a1", "p4", "m5"] == remaining(seeded)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--reason", "fatal,invalid"], ["--id", "f2", "--id", "i3"]],
+    ids=["filter", "ids"],
+)
+def test_purge_emits_the_queue_purged_event(
+    seeded: DeadLetterQueue, url: str, argv: list[str]
+) -> None:
+    """A CLI purge goes through the queue, so its "purged" event fires with the count."""
+    events: list[Event] = []
+    with scoped_listener(events.append):
+        result = dlq(url, "purge", *argv, "--yes")
+    assert EXIT_OK == result.code, result.err
+    assert [(QUEUE, 2)] == purged_events(events)
+    assert ["a1", "p4", "m5"] == remaining(seeded)
+
+
+def test_purge_deletes_the_snapshot_in_chunks(
+    seeded: DeadLetterQueue, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many letters go in chunks of ids, one "purged" event each, and the total is reported."""
+    monkeypatch.setattr("invresilience._cli._PURGE_CHUNK", 2)
+    events: list[Event] = []
+    with scoped_listener(events.append):
+        result = dlq(url, "purge", "--all", "--yes")
+    assert f"deleted 5 letters from queue '{QUEUE}'\n" == result.out
+    assert [(QUEUE, 2), (QUEUE, 2), (QUEUE, 1)] == purged_events(events)
+    assert [] == remaining(seeded)
+
+
+def test_purge_dry_run_emits_no_event(seeded: DeadLetterQueue, url: str) -> None:
+    """--dry-run deletes nothing, so no "purged" event fires."""
+    events: list[Event] = []
+    with scoped_listener(events.append):
+        result = dlq(url, "purge", "--all", "--dry-run")
+    assert EXIT_OK == result.code
+    assert [] == purged_events(events)
+    assert 5 == len(remaining(seeded))
 
 
 # -- stats ------------------------------------------------------------------------------------------
