@@ -40,8 +40,10 @@ from ._core.dlq import (
     decode_cursor,
     encode_cursor,
     reasons_of,
+    storable,
     truncate,
 )
+from ._core.idempotency import check_key
 from ._core.jobs import DeadLettered, Replayed, RetryLater
 from ._events import DeadLetterEvent
 from .exceptions import (
@@ -146,7 +148,7 @@ def _headers(value: object) -> dict[str, str]:
         if not isinstance(name, str) or not isinstance(text, str):
             raise ConfigurationError("headers", value, "must map str to str")
         if name != PAYLOAD_HEADER:
-            out[name] = text
+            out[storable(name)] = storable(text)
     return out
 
 
@@ -281,8 +283,8 @@ class _Shell(Generic[_S]):
             raise ConfigurationError("reason", reason, f"must be one of {', '.join(REASONS)}")
         if id is not None and (problem := check_letter_id(id)) is not None:
             raise ConfigurationError("id", id, problem)
-        if key is not None and not isinstance(key, str):
-            raise ConfigurationError("key", key, "must be a str or None")
+        if key is not None and (problem := check_key(key)) is not None:
+            raise ConfigurationError("key", key, problem)
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise ConfigurationError("fingerprint", fingerprint, "must be a str or None")
         all_headers = _headers(headers)
@@ -881,7 +883,7 @@ class DeadLetterQueue(_Shell["DeadLetterStore"]):
         call = _sync_target(to, self)
         run = _Redrive(self, rate, limit)
         letters = (
-            self._found(_ids(ids))
+            self._found(_selected_ids(ids, "redrive()", reason, key, since, before))
             if ids is not None
             else self.iter(reason=reason, key=key, since=since, before=before)
         )
@@ -1114,7 +1116,7 @@ class AsyncDeadLetterQueue(_Shell["AsyncDeadLetterStore"]):
         call = _async_target(to, self)
         run = _Redrive(self, rate, limit)
         letters = (
-            self._found(_ids(ids))
+            self._found(_selected_ids(ids, "redrive()", reason, key, since, before))
             if ids is not None
             else self.iter(reason=reason, key=key, since=since, before=before)
         )
@@ -1151,9 +1153,14 @@ class AsyncDeadLetterQueue(_Shell["AsyncDeadLetterStore"]):
 
 def _purge_ids(ids: Iterable[str], *selection: object) -> list[str]:
     """*ids*, checked, for a purge that must not be given a filter as well."""
+    return _selected_ids(ids, "purge()", *selection)
+
+
+def _selected_ids(ids: Iterable[str], where: str, *selection: object) -> list[str]:
+    """*ids*, checked; a filter given as well would be silently ignored, so it is refused."""
     if any(part is not None and part is not False for part in selection):
         raise ConfigurationError(
-            "purge()", "ids and a filter", "takes ids or a filter (or everything=True), not both"
+            where, "ids and a filter", "takes ids or a filter (or everything=True), not both"
         )
     return _ids(ids)
 
@@ -1173,7 +1180,9 @@ def _ids(ids: Iterable[str]) -> list[str]:
 def _sync_target(to: Any, queue: DeadLetterQueue) -> Callable[[DeadLetter], object]:
     process = getattr(to, "process_letter", None)
     if callable(process):
-        return lambda letter: process(letter, queue.decode(letter))
+        # The letters were encoded by the handler's own queue: decode with its codec.
+        decode = getattr(getattr(to, "dead_letters", None), "decode", queue.decode)
+        return lambda letter: process(letter, decode(letter))
     if callable(to):
         return cast("Callable[[DeadLetter], object]", to)
     raise ConfigurationError("to", to, "must be a JobHandler or a callable taking a DeadLetter")
@@ -1184,7 +1193,8 @@ def _async_target(
 ) -> Callable[[DeadLetter], Awaitable[object] | object]:
     process = getattr(to, "aprocess_letter", None)
     if callable(process):
-        return lambda letter: process(letter, queue.decode(letter))
+        decode = getattr(getattr(to, "dead_letters", None), "decode", queue.decode)
+        return lambda letter: process(letter, decode(letter))
     if callable(to):
         return cast("Callable[[DeadLetter], Awaitable[object] | object]", to)
     raise ConfigurationError(

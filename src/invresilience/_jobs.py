@@ -27,7 +27,15 @@ from typing_extensions import final
 
 from ._codec import fingerprint as fingerprint_of
 from ._core.dlq import DeadLetter, Reason, letter_id_for_key
-from ._core.idempotency import Acquired, Completed, InProgress, Lease, Mismatch, check_key
+from ._core.idempotency import (
+    MAX_FINGERPRINT_LENGTH,
+    Acquired,
+    Completed,
+    InProgress,
+    Lease,
+    Mismatch,
+    check_key,
+)
 from ._core.jobs import DeadLettered, Done, JobOutcome, Replayed, RetryLater
 from ._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from ._idempotency import _HEARTS, Idempotency, _cancel, _Holder
@@ -234,8 +242,12 @@ class JobHandler:
             fp: object = (
                 fingerprint_of((value,)) if self.fingerprint is None else self.fingerprint(value)
             )
-            if not isinstance(fp, str) or not fp:
-                raise ConfigurationError("fingerprint(job)", fp, "must be a non-empty str")
+            if not isinstance(fp, str) or not 0 < len(fp) <= MAX_FINGERPRINT_LENGTH:
+                raise ConfigurationError(
+                    "fingerprint(job)",
+                    fp,
+                    f"must be a non-empty str of at most {MAX_FINGERPRINT_LENGTH} characters",
+                )
         except Exception as exc:  # noqa: BLE001 -- any validation failure means "invalid"
             return exc
         return _Prepared(value, key, fp)
@@ -262,7 +274,12 @@ class JobHandler:
 
     @staticmethod
     def _letter_id(job: _Prepared | None) -> str | None:
-        if job is None or job.key is None:
+        """The id a keyed, fingerprinted job's letter gets; ``None``: a random one.
+
+        Without a fingerprint (no idempotency guard) two different jobs may share a key,
+        and one id for both would keep only the first.
+        """
+        if job is None or job.key is None or job.fingerprint is None:
             return None
         return letter_id_for_key(f"{job.key}\n{job.fingerprint or ''}")
 
@@ -301,6 +318,11 @@ class JobHandler:
         prepared = self._prepare(message.job)
         if isinstance(prepared, Exception):
             return (yield from self._refuse(message, None, "invalid", prepared))
+        letter = message.redriving
+        if letter is not None and letter.key is not None and letter.fingerprint is not None:
+            # Redrive under the key and fingerprint recorded with the letter: the payload
+            # may have been redacted since, and its own fingerprint would be a mismatch.
+            prepared = _Prepared(prepared.value, letter.key, letter.fingerprint)
         lease: Lease | None = None
         if self.idempotency is not None:
             claim = yield _Claim(cast("str", prepared.key), cast("str", prepared.fingerprint))
@@ -315,8 +337,9 @@ class JobHandler:
             count = message.redriving.attempts + 1
             return (yield from self._run(message, prepared, lease, count))
         count = self._count(message.deliveries, lease)
-        if count > 1:
-            letter = yield _Lookup(cast("str", self._letter_id(prepared)))  # validated: keyed
+        letter_id = self._letter_id(prepared)
+        if count > 1 and letter_id is not None:
+            letter = yield _Lookup(letter_id)
             if letter is not None:
                 yield from self._release(lease)
                 return DeadLettered(letter.reason, letter.id, None, duplicate=True)
@@ -424,11 +447,17 @@ class JobHandler:
         .. versionadded:: 0.1.0
         """
         _check_deliveries(deliveries)
+        self._check_sync()
+        return _SyncIO(self).drive(self._steps(_Message(job, deliveries, headers)))
+
+    def _check_sync(self) -> None:
+        """Refuse, before anything runs, what process() cannot drive."""
         if isinstance(self.dead_letters, AsyncDeadLetterQueue):
             raise ConfigurationError(
                 "JobHandler.dead_letters", self.dead_letters, "is async: use aprocess()"
             )
-        return _SyncIO(self).drive(self._steps(_Message(job, deliveries, headers)))
+        if inspect.iscoroutinefunction(self._call):
+            raise ConfigurationError("JobHandler.handle", self.handle, "is async: use aprocess()")
 
     def process_letter(self, letter: DeadLetter, job: Any) -> JobOutcome:
         """Run a dead letter's job again: what :meth:`DeadLetterQueue.redrive
@@ -441,6 +470,7 @@ class JobHandler:
 
         .. versionadded:: 0.1.0
         """
+        self._check_sync()
         return _SyncIO(self).drive(self._steps(_Message(job, redriving=letter)))
 
     # -- async ---------------------------------------------------------------------------------
@@ -551,10 +581,20 @@ class _Call(NamedTuple):
     value: Any
 
     def do(self, io: _SyncIO) -> Any:
-        return io.handler._call(self.value)
+        result = io.handler._call(self.value)
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            # Never acknowledge work that did not run: process() cannot await it.
+            raise TypeError("the handler returned an awaitable: use aprocess()")
+        return result
 
     async def ado(self, io: _AsyncIO) -> Any:
-        result = io.handler._call(self.value)
+        call = io.handler._call
+        if inspect.iscoroutinefunction(call):
+            return await call(self.value)
+        # A plain def would block the event loop, and with it the lease's heartbeat.
+        result = await asyncio.to_thread(call, self.value)
         if inspect.isawaitable(result):
             result = await result
         return result

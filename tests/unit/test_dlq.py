@@ -1696,3 +1696,19 @@ def test_format_error_skips_source_lines_it_cannot_find() -> None:
     expected = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     assert _without_carets(expected) == format_error(exc)
     assert '  File "<generated>", line 2, in fail\nValueError' in format_error(exc)
+
+
+def test_redrive_refuses_ids_and_a_filter_together(queue: ir.DeadLetterQueue) -> None:
+    """ids= with a filter would redrive letters outside the filter: refused."""
+    queue.put(JOB, id="a")
+    with pytest.raises(ir.ConfigurationError, match="not both"):
+        queue.redrive(lambda letter: None, ids=["a"], reason="fatal")
+    assert 1 == queue.count()
+
+
+def test_keys_and_headers_every_store_can_hold(queue: ir.DeadLetterQueue) -> None:
+    """A key with NUL is refused up front; header text is escaped like error text."""
+    with pytest.raises(ir.ConfigurationError, match="NUL"):
+        queue.put(JOB, key="a\x00b")
+    letter = queue.put(JOB, headers={"trace\x00id": "x\udc80"})
+    assert {"trace\\x00id": "x\\udc80"} == dict(letter.headers)

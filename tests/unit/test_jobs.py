@@ -683,3 +683,146 @@ def test_async_redrive_skips_done_work_and_records_fatal_failures() -> None:
 
 async def _async_value(value: object) -> object:
     return value
+
+
+# -- found in review -------------------------------------------------------------------------
+
+
+def test_without_a_guard_two_jobs_sharing_a_key_are_both_kept() -> None:
+    """No fingerprint, no shared letter id: a second job with the key is stored, not dropped."""
+    w = World(idempotency=None)
+    w.script["o-1"] = [FatalError("a"), FatalError("b"), FatalError("c")]
+    first = w.handler.process({"id": "o-1", "sku": "A"})
+    second = w.handler.process({"id": "o-1", "sku": "B"})
+    third = w.handler.process({"id": "o-1", "sku": "C"}, deliveries=2)
+    assert isinstance(first, ir.DeadLettered)
+    assert isinstance(second, ir.DeadLettered)
+    assert isinstance(third, ir.DeadLettered)
+    assert not third.duplicate
+    assert 3 == len({first.letter_id, second.letter_id, third.letter_id})
+    assert [{"id": "o-1", "sku": s} for s in "ABC"] == [w.dlq.decode(x) for x in w.dlq.iter()]
+
+
+def test_process_refuses_an_async_handler_before_running_anything() -> None:
+    """An async def handle cannot be driven by process(): refused, nothing acknowledged."""
+    w = World()
+
+    async def handle(job: dict[str, Any]) -> None:
+        w.calls.append(job["id"])
+
+    handler = ir.JobHandler(handle, key=lambda j: j["id"], dead_letters=w.dlq, idempotency=w.guard)
+    with pytest.raises(ConfigurationError, match="aprocess"):
+        handler.process({"id": "a"})
+    w.dlq.put({"id": "a"}, reason="fatal", key="a")
+    report = w.dlq.redrive(handler)
+    assert 1 == len(report.failed)
+    assert 1 == w.dlq.count()
+
+
+def test_a_sync_handler_returning_an_awaitable_is_never_acknowledged() -> None:
+    """A def that returns a coroutine did no work: retried later, not Done."""
+    w = World(idempotency=None)
+
+    async def work() -> None:
+        w.calls.append("ran")
+
+    handler = ir.JobHandler(lambda job: work(), key=lambda j: j["id"], dead_letters=w.dlq)
+    outcome = handler.process({"id": "a"})
+    assert isinstance(outcome, ir.RetryLater)
+    assert isinstance(outcome.error, TypeError)
+    assert [] == w.calls
+
+
+def test_a_redacted_letter_redrives_under_its_recorded_key_and_fingerprint() -> None:
+    """The redacted payload's own fingerprint would mismatch the key's record: not used."""
+    w = World()
+    w.dlq = w.backend.dead_letter_queue("redacted", redact=lambda job: {**job, "card": "****"})
+    handler = ir.JobHandler(
+        w.handle, key=lambda j: j["id"], dead_letters=w.dlq, idempotency=w.guard, fatal=FatalError
+    )
+    w.script["p"] = [FatalError("declined"), {"done": "p"}]
+    assert isinstance(handler.process({"id": "p", "card": "4111111111111111"}), ir.DeadLettered)
+    report = w.dlq.redrive(handler)
+    assert 1 == len(report.redriven)
+    assert 0 == w.dlq.count()
+
+
+def test_aprocess_runs_a_plain_def_handler_off_the_event_loop() -> None:
+    """A def handle runs in a worker thread, so the loop (and the heartbeat) keep going."""
+    import threading
+
+    w = World()
+    threads: list[int] = []
+
+    def handle(job: dict[str, Any]) -> str:
+        threads.append(threading.get_ident())
+        return "ok"
+
+    handler = ir.JobHandler(handle, key=lambda j: j["id"], dead_letters=w.dlq, idempotency=w.guard)
+    assert ir.Done("ok") == asyncio.run(handler.aprocess({"id": "a"}))
+    assert threading.get_ident() not in threads
+
+
+@pytest.mark.parametrize(
+    "key", ["bad\x00key", "lone \udc80 surrogate", "k" * 513], ids=["nul", "surrogate", "long"]
+)
+def test_a_key_no_store_can_hold_makes_the_job_invalid(key: str) -> None:
+    """Keys with NUL, lone surrogates or over 512 characters are invalid, not a store error."""
+    w = World()
+    outcome = w.handler.process({"id": key})
+    assert isinstance(outcome, ir.DeadLettered)
+    assert "invalid" == outcome.reason
+
+
+def test_a_fingerprint_no_store_can_hold_makes_the_job_invalid() -> None:
+    """A fingerprint over 256 characters is refused before the claim."""
+    w = World(fingerprint=lambda job: "x" * 257)
+    outcome = w.handler.process({"id": "a"})
+    assert isinstance(outcome, ir.DeadLettered)
+    assert "invalid" == outcome.reason
+
+
+def test_redrive_decodes_with_the_handlers_own_queue() -> None:
+    """A queue opened elsewhere (the CLI's, default codec) redrives with the handler's codec."""
+
+    class Sku:
+        def __init__(self, code: str) -> None:
+            self.code = code
+
+    codec = ir.JsonCodec(
+        default=lambda sku: {"sku": sku.code},
+        object_hook=lambda d: Sku(d["sku"]) if set(d) == {"sku"} else d,
+    )
+    w = World()
+    own = w.backend.dead_letter_queue("typed", codec=codec)
+    seen: list[object] = []
+
+    def handle(job: dict[str, Any]) -> str:
+        seen.append(job["item"])
+        return "ok"
+
+    handler = ir.JobHandler(
+        handle, key=lambda j: j["id"], dead_letters=own, fingerprint=lambda j: "sha256:x"
+    )
+    own.put({"id": "a", "item": Sku("A-1")}, reason="fatal", key="a")
+    elsewhere = w.backend.dead_letter_queue("typed")
+    assert 1 == len(elsewhere.redrive(handler).redriven)
+    assert isinstance(seen[0], Sku)
+
+
+class _Awaitable:
+    """An awaitable that is not a coroutine."""
+
+    def __await__(self) -> Any:
+        yield from ()
+        return "awaited"
+
+
+def test_awaitables_from_a_plain_def_are_refused_by_process_and_awaited_by_aprocess() -> None:
+    """process() never acknowledges an awaitable; aprocess() awaits what a def returns."""
+    w = World(idempotency=None)
+    handler = ir.JobHandler(lambda job: _Awaitable(), key=lambda j: j["id"], dead_letters=w.dlq)
+    outcome = handler.process({"id": "a"})
+    assert isinstance(outcome, ir.RetryLater)
+    assert isinstance(outcome.error, TypeError)
+    assert ir.Done("awaited") == asyncio.run(handler.aprocess({"id": "a"}))

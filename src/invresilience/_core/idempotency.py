@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPLETED",
+    "MAX_FINGERPRINT_LENGTH",
     "MAX_KEY_LENGTH",
     "PENDING",
     "RELEASED",
@@ -59,6 +60,8 @@ RELEASED: Final = "released"
 #: Keys are at most this many characters: long enough for a namespaced UUID or a hash,
 #: short enough for every backend's index.
 MAX_KEY_LENGTH: Final = 512
+#: Fingerprints are at most this many characters (``"sha256:"`` and 64 hex digits fit).
+MAX_FINGERPRINT_LENGTH: Final = 256
 
 
 @attrs.frozen
@@ -231,6 +234,12 @@ def check_key(key: object) -> str | None:
         return "must not be empty"
     if len(key) > MAX_KEY_LENGTH:
         return f"must be at most {MAX_KEY_LENGTH} characters, got {len(key)}"
+    if "\x00" in key:
+        return "must not contain NUL characters (PostgreSQL cannot store them)"
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it holds a lone surrogate)"
     return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from .._core.idempotency import check_key, check_seconds
+from .._core.idempotency import MAX_FINGERPRINT_LENGTH, check_key, check_seconds
 from ..exceptions import ConfigurationError, LeaseLostError
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ __all__ = [
 ]
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}\Z")
-_FINGERPRINT_MAX = 256
 
 
 def check_claim_args(key: object, fingerprint: object, lease: object, ttl: object) -> None:
@@ -31,11 +30,11 @@ def check_claim_args(key: object, fingerprint: object, lease: object, ttl: objec
     problem = check_key(key)
     if problem is not None:
         raise ConfigurationError("key", key, problem)
-    if not isinstance(fingerprint, str) or not 0 < len(fingerprint) <= _FINGERPRINT_MAX:
+    if not isinstance(fingerprint, str) or not 0 < len(fingerprint) <= MAX_FINGERPRINT_LENGTH:
         raise ConfigurationError(
             "fingerprint",
             fingerprint,
-            f"must be a non-empty str of at most {_FINGERPRINT_MAX} characters",
+            f"must be a non-empty str of at most {MAX_FINGERPRINT_LENGTH} characters",
         )
     problem = check_seconds(lease)
     if problem is not None:
