@@ -788,3 +788,17 @@ def test_memory_backend_shares_a_store_per_queue() -> None:
     assert 1 == backend.dead_letter_store("q").count(LetterFilter())
     backend.close()
     assert store.closed
+
+
+def test_a_store_dropped_without_close_closes_its_connection(tmp_path: Path) -> None:
+    """A queue made and used in one expression does not leak its SQLite connection."""
+    import gc
+    import sqlite3
+
+    store = SqliteDeadLetterStore(tmp_path / "dropped.db", "orders")
+    connection = store._db.connection
+    assert connection is not None
+    del store
+    gc.collect()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        connection.execute("SELECT 1")

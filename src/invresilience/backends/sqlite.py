@@ -367,6 +367,9 @@ class _Database:
             self.connection = _connect(path, durability, busy_timeout)
         except sqlite3.Error as exc:
             raise _error(f"{owner}: opening", exc) from exc
+        # A store dropped without close() (a queue made and used in one expression) still
+        # closes its connection when it is collected, rather than leaking it.
+        self._finalizer = weakref.finalize(self, self.connection.close)
         try:
             self._migrate(table_prefix, component)
         except BaseException:
@@ -452,6 +455,7 @@ class _Database:
                     "close the store after the with block"
                 )
             self.connection = None
+            self._finalizer.detach()
             connection.close()
 
 
