@@ -258,7 +258,12 @@ class JobHandler:
             return claim.lease
         if isinstance(claim, Completed):
             guard = cast("Idempotency", self.idempotency)
-            return Replayed(guard.codec.decode(claim.result))
+            try:
+                return Replayed(guard.codec.decode(claim.result))
+            except CodecError:
+                # The work is done; only its stored result no longer decodes (the codec
+                # changed). Acknowledge it, with the bytes, rather than redeliver forever.
+                return Replayed(claim.result)
         if isinstance(claim, InProgress):
             return RetryLater(claim.retry_after, None)
         assert isinstance(claim, Mismatch)

@@ -826,3 +826,14 @@ def test_awaitables_from_a_plain_def_are_refused_by_process_and_awaited_by_aproc
     assert isinstance(outcome, ir.RetryLater)
     assert isinstance(outcome.error, TypeError)
     assert ir.Done("awaited") == asyncio.run(handler.aprocess({"id": "a"}))
+
+
+def test_a_stored_result_that_no_longer_decodes_is_replayed_as_bytes() -> None:
+    """Done work is acknowledged even when its stored result no longer decodes."""
+    w = World()
+    fp = fingerprint(({"id": "a"},))
+    lease = w.store.claim("a", fp, lease=10.0)
+    assert isinstance(lease, ir.typing.Acquired)
+    w.store.complete(lease.lease, b"\xff not json")
+    assert ir.Replayed(b"\xff not json") == w.handler.process({"id": "a"})
+    assert [] == w.calls

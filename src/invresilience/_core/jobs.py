@@ -41,7 +41,8 @@ class Replayed:
     """The job's key was already done: nothing ran, the stored result was read back.
 
     Attributes:
-        result: The stored result, decoded.
+        result: The stored result, decoded (the stored bytes, if the codec cannot
+            decode them any more).
 
     .. versionadded:: 0.1.0
     """
