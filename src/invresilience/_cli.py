@@ -46,10 +46,10 @@ import math
 import os
 import re
 import sys
-import time
 from typing import TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import unquote, urlsplit
 
+from ._clock import SYSTEM_CLOCK
 from ._core.dlq import (
     REASONS,
     LetterFilter,
@@ -236,7 +236,7 @@ def _reasons_arg(text: str) -> list[Reason]:
 
 def _when_arg(text: str) -> float:
     try:
-        return parse_when(text, time.time())
+        return parse_when(text, SYSTEM_CLOCK.wall())
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -994,7 +994,7 @@ class _Command:
         older_than: float | None = self.args.older_than
         everything: bool = self.args.all
         if older_than is not None:
-            cutoff = time.time() - older_than
+            cutoff = self.queue.clock.wall() - older_than
             before = cutoff if where.before is None else min(cutoff, where.before)
             where = LetterFilter(
                 reasons=where.reasons, key=where.key, since=where.since, before=before
@@ -1065,7 +1065,7 @@ class _Command:
 
     def stats(self) -> int:
         stats = self.queue.stats()
-        age = None if stats.oldest is None else max(time.time() - stats.oldest, 0.0)
+        age = None if stats.oldest is None else max(self.queue.clock.wall() - stats.oldest, 0.0)
         if self.args.json:
             _say(
                 self.out,
