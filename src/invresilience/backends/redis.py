@@ -644,6 +644,36 @@ def _backend_error(store: str, operation: str, exc: RedisError) -> BackendError:
     return BackendError(f"{store}.{operation}: Redis failed: {exc}")
 
 
+def _eval_script(
+    client: redis.Redis, script: str, store: str, operation: str, command: _Command
+) -> Any:
+    """Run one EVALSHA *command*, loading *script* once if the server forgot it (NOSCRIPT)."""
+    execute: Callable[..., Any] = client.execute_command
+    try:
+        try:
+            return execute(*command, **_RAW)
+        except NoScriptError:
+            client.script_load(script)
+            return execute(*command, **_RAW)
+    except RedisError as exc:
+        raise _backend_error(store, operation, exc) from exc
+
+
+async def _aeval_script(
+    client: redis.asyncio.Redis, script: str, store: str, operation: str, command: _Command
+) -> Any:
+    """The async twin of :func:`_eval_script`."""
+    execute: Callable[..., Awaitable[Any]] = client.execute_command
+    try:
+        try:
+            return await execute(*command, **_RAW)
+        except NoScriptError:
+            await client.script_load(script)
+            return await execute(*command, **_RAW)
+    except RedisError as exc:
+        raise _backend_error(store, operation, exc) from exc
+
+
 @final
 class RedisBreakerStore:
     """A :class:`~invresilience.typing.BreakerStore` in Redis, shared by every process using it.
@@ -1192,15 +1222,9 @@ class RedisIdempotencyStore:
         return f"RedisIdempotencyStore(prefix={self.prefix!r}, namespace={self.namespace!r})"
 
     def _eval(self, operation: str, command: _Command) -> Any:
-        execute: Callable[..., Any] = self.client.execute_command
-        try:
-            try:
-                return execute(*command, **_RAW)
-            except NoScriptError:
-                self.client.script_load(IDEMPOTENCY_LUA)
-                return execute(*command, **_RAW)
-        except RedisError as exc:
-            raise _backend_error("RedisIdempotencyStore", operation, exc) from exc
+        return _eval_script(
+            self.client, IDEMPOTENCY_LUA, "RedisIdempotencyStore", operation, command
+        )
 
     def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
         with self.client.pipeline(transaction=False) as pipe:
@@ -1323,15 +1347,9 @@ class AsyncRedisIdempotencyStore:
         return f"AsyncRedisIdempotencyStore(prefix={self.prefix!r}, namespace={self.namespace!r})"
 
     async def _eval(self, operation: str, command: _Command) -> Any:
-        execute: Callable[..., Awaitable[Any]] = self.client.execute_command
-        try:
-            try:
-                return await execute(*command, **_RAW)
-            except NoScriptError:
-                await self.client.script_load(IDEMPOTENCY_LUA)
-                return await execute(*command, **_RAW)
-        except RedisError as exc:
-            raise _backend_error("AsyncRedisIdempotencyStore", operation, exc) from exc
+        return await _aeval_script(
+            self.client, IDEMPOTENCY_LUA, "AsyncRedisIdempotencyStore", operation, command
+        )
 
     async def _pipeline(self, commands: Sequence[_Command]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -1871,15 +1889,9 @@ class RedisDeadLetterStore:
         return f"RedisDeadLetterStore({self.queue!r}, prefix={self.prefix!r})"
 
     def _eval(self, operation: str, command: _Command) -> Any:
-        execute: Callable[..., Any] = self.client.execute_command
-        try:
-            try:
-                return execute(*command, **_RAW)
-            except NoScriptError:
-                self.client.script_load(DEAD_LETTER_LUA)
-                return execute(*command, **_RAW)
-        except RedisError as exc:
-            raise _backend_error("RedisDeadLetterStore", operation, exc) from exc
+        return _eval_script(
+            self.client, DEAD_LETTER_LUA, "RedisDeadLetterStore", operation, command
+        )
 
     def _run(self, operation: str, plan: _Plan[_T]) -> _T:
         reply: Any = None
@@ -1975,15 +1987,9 @@ class AsyncRedisDeadLetterStore:
         return f"AsyncRedisDeadLetterStore({self.queue!r}, prefix={self.prefix!r})"
 
     async def _eval(self, operation: str, command: _Command) -> Any:
-        execute: Callable[..., Awaitable[Any]] = self.client.execute_command
-        try:
-            try:
-                return await execute(*command, **_RAW)
-            except NoScriptError:
-                await self.client.script_load(DEAD_LETTER_LUA)
-                return await execute(*command, **_RAW)
-        except RedisError as exc:
-            raise _backend_error("AsyncRedisDeadLetterStore", operation, exc) from exc
+        return await _aeval_script(
+            self.client, DEAD_LETTER_LUA, "AsyncRedisDeadLetterStore", operation, command
+        )
 
     async def _run(self, operation: str, plan: _Plan[_T]) -> _T:
         reply: Any = None
