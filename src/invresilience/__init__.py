@@ -30,7 +30,9 @@ from ._codec import JsonCodec, fingerprint
 from ._core.breaker import BreakerState
 from ._core.dlq import DeadLetter
 from ._core.jobs import DeadLettered, Done, JobOutcome, Replayed, RetryLater
+from ._core.membership import MembershipView
 from ._core.retry import RetryDecision
+from ._core.sharding import stable_hash
 from ._dlq import AsyncDeadLetterQueue, DeadLetterQueue, LetterPage, RedriveReport
 from ._events import (
     AdmissionEvent,
@@ -39,6 +41,7 @@ from ._events import (
     Event,
     Listener,
     LoggingListener,
+    MembershipEvent,
     RetryEvent,
     add_listener,
     remove_listener,
@@ -47,6 +50,20 @@ from ._idempotency import Idempotency
 from ._jobs import JobHandler
 from ._pipeline import Fallback, Pipeline
 from ._retry import Attempt, Attempts, Backoff, Outcome, RetryBudget, RetryPolicy
+from ._sharding import (
+    AsyncShardAssignment,
+    AsyncStaticMembership,
+    BoundedLoadRouter,
+    HotKeyRouter,
+    JumpRouter,
+    RangeRouter,
+    RendezvousRouter,
+    RouteDiff,
+    ShardAssignment,
+    SlotRouter,
+    StaticMembership,
+    diff,
+)
 from ._timeout import Timeout, remaining
 from .backends import open_backend
 from .exceptions import (
@@ -62,6 +79,7 @@ from .exceptions import (
     IdempotencyInProgressError,
     IdempotencyKeyReuseError,
     LeaseLostError,
+    MembershipConflictError,
     NoShardOwnerError,
     PayloadTooLargeError,
     RateLimitedError,
@@ -76,11 +94,14 @@ __all__ = [
     "AdaptiveLimiter",
     "AdmissionEvent",
     "AsyncDeadLetterQueue",
+    "AsyncShardAssignment",
+    "AsyncStaticMembership",
     "Attempt",
     "Attempts",
     "BackendError",
     "BackendUnavailableError",
     "Backoff",
+    "BoundedLoadRouter",
     "BreakerEvent",
     "BreakerMetrics",
     "BreakerState",
@@ -103,6 +124,7 @@ __all__ = [
     "Event",
     "Fallback",
     "Gradient2",
+    "HotKeyRouter",
     "Idempotency",
     "IdempotencyError",
     "IdempotencyInProgressError",
@@ -110,18 +132,24 @@ __all__ = [
     "JobHandler",
     "JobOutcome",
     "JsonCodec",
+    "JumpRouter",
     "LeaseLostError",
     "LetterPage",
     "Listener",
     "LoggingListener",
+    "MembershipConflictError",
+    "MembershipEvent",
+    "MembershipView",
     "MemoryRateLimitStore",
     "NoShardOwnerError",
     "Outcome",
     "PayloadTooLargeError",
     "Pipeline",
+    "RangeRouter",
     "RateLimitedError",
     "RateLimiter",
     "RedriveReport",
+    "RendezvousRouter",
     "Replayed",
     "ResilienceError",
     "RetriesExhaustedError",
@@ -131,17 +159,23 @@ __all__ = [
     "RetryEvent",
     "RetryLater",
     "RetryPolicy",
+    "RouteDiff",
+    "ShardAssignment",
+    "SlotRouter",
+    "StaticMembership",
     "SystemClock",
     "TimeWindow",
     "Timeout",
     "Verdict",
     "add_listener",
     "backends",
+    "diff",
     "exceptions",
     "fingerprint",
     "open_backend",
     "remaining",
     "remove_listener",
+    "stable_hash",
     "testing",
     "typing",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "Event",
     "Listener",
     "LoggingListener",
+    "MembershipEvent",
     "RetryEvent",
     "add_listener",
     "emit",
@@ -141,6 +142,27 @@ class DeadLetterEvent(Event):
     count: int = 0
     ids: tuple[str, ...] = ()
     reason: Reason | None = None
+
+
+@final
+@attrs.frozen(kw_only=True)
+class MembershipEvent(Event):
+    """A worker saw its group's membership change, or lost its own lease.
+
+    ``source`` is the group's name.
+
+    Attributes:
+        kind: ``"joined"``, ``"left"`` (left or its lease ran out), ``"reweighted"``, or
+            ``"lease_lost"`` (this worker's own lease ran out; it joins again).
+        member: The member concerned.
+        version: The membership version of the view that showed it.
+
+    .. versionadded:: 0.1.0
+    """
+
+    kind: Literal["joined", "left", "reweighted", "lease_lost"]
+    member: str
+    version: int
 
 
 Listener = Callable[[Event], None]
@@ -296,6 +318,18 @@ class LoggingListener:
                     event.kind,
                     event.count,
                     f" ({event.reason})" if event.reason is not None else "",
+                    extra={"invresilience_event": event},
+                )
+        elif isinstance(event, MembershipEvent):
+            level = logging.WARNING if event.kind == "lease_lost" else logging.INFO
+            if self.logger.isEnabledFor(level):
+                self.logger.log(
+                    level,
+                    "group %r: %s %s (version %d)",
+                    event.source,
+                    event.member,
+                    event.kind.replace("_", " "),
+                    event.version,
                     extra={"invresilience_event": event},
                 )
         elif self.logger.isEnabledFor(logging.DEBUG if _is_rejection(event) else logging.INFO):

@@ -18,6 +18,7 @@
     │   ├── DeadLetterQueueFullError               a dead-letter queue is at its size cap
     │   └── PayloadTooLargeError (also ValueError) a payload is over the queue's size limit
     ├── NoShardOwnerError                          no live worker owns a key
+    ├── MembershipConflictError                    a live worker already holds that name
     └── BackendError                               a store failed
         └── BackendUnavailableError                a store could not be reached
 
@@ -46,6 +47,7 @@ __all__ = [
     "IdempotencyInProgressError",
     "IdempotencyKeyReuseError",
     "LeaseLostError",
+    "MembershipConflictError",
     "NoShardOwnerError",
     "PayloadTooLargeError",
     "RateLimitedError",
@@ -288,6 +290,31 @@ class NoShardOwnerError(ResilienceError):
 
     .. versionadded:: 0.1.0
     """
+
+
+class MembershipConflictError(ResilienceError):
+    """A worker tried to join a group under a name a live worker already holds.
+
+    Names must be unique among live workers: two processes acting as one member would both
+    own its keys. A worker restarted under its old name can join once the old lease has
+    run out.
+
+    Attributes:
+        group: The group.
+        member: The name in use.
+        retry_after: Seconds left on the other holder's lease, on the store's clock.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, group: str, member: str, retry_after: float) -> None:
+        self.group = group
+        self.member = member
+        self.retry_after = retry_after
+        super().__init__(
+            f"member {member!r} of group {group!r} is live in another process; "
+            f"its lease ends in {retry_after:.3g} s (names must be unique among live workers)"
+        )
 
 
 class BackendError(ResilienceError):

@@ -16,6 +16,8 @@ from typing_extensions import ParamSpec
 from ._core.breaker import BreakerSpec, SharedBreakerState
 from ._core.dlq import REASONS, Added, DeadLetter, LetterFilter, QueueStats, Reason
 from ._core.idempotency import Acquired, Claim, Completed, InProgress, Lease, Mismatch
+from ._core.membership import Member, MembershipChange, MembershipView
+from ._core.sharding import ShardKey
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -28,6 +30,7 @@ DEFAULT_TTL = 86400.0
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+_N_co = TypeVar("_N_co", covariant=True)
 
 __all__ = [
     "DEFAULT_TTL",
@@ -38,6 +41,7 @@ __all__ = [
     "AsyncBreakerStore",
     "AsyncDeadLetterStore",
     "AsyncIdempotencyStore",
+    "AsyncMembership",
     "AsyncRateLimitStore",
     "Backend",
     "BreakerSpec",
@@ -48,10 +52,15 @@ __all__ = [
     "Completed",
     "DeadLetter",
     "DeadLetterStore",
+    "HashRouter",
     "IdempotencyStore",
     "InProgress",
     "Lease",
     "LetterFilter",
+    "Member",
+    "Membership",
+    "MembershipChange",
+    "MembershipView",
     "Mismatch",
     "Permit",
     "Policy",
@@ -59,6 +68,8 @@ __all__ = [
     "RateLimitStore",
     "Reason",
     "Release",
+    "Router",
+    "ShardKey",
     "SharedBreakerState",
 ]
 
@@ -574,6 +585,120 @@ class AsyncDeadLetterStore(Protocol):
         ...
 
 
+class Router(Protocol[_N_co]):
+    """**Protocol:** maps a key to the node that owns it, the same way in every process.
+
+    :class:`~invresilience.RendezvousRouter`, :class:`~invresilience.SlotRouter`,
+    :class:`~invresilience.JumpRouter` and :class:`~invresilience.RangeRouter` are routers.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def route(self, key: ShardKey, /) -> _N_co:
+        """The node *key* goes to."""
+        ...
+
+
+class HashRouter(Router[_N_co], Protocol[_N_co]):
+    """**Protocol:** a router that routes by :func:`~invresilience.stable_hash`.
+
+    :class:`~invresilience.HotKeyRouter` and :class:`~invresilience.BoundedLoadRouter` wrap
+    one: they route precomputed hashes and walk a key's order of preference.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @property
+    def nodes(self) -> Any:
+        """The nodes: a mapping of names to weights, or a range of shard numbers."""
+        ...
+
+    def route_hash(self, hashed: int, /) -> _N_co:
+        """The node of a key whose stable hash is *hashed*."""
+        ...
+
+    def ranked_hash(self, hashed: int, /) -> Sequence[_N_co]:
+        """Every node, best first, for a key whose stable hash is *hashed*."""
+        ...
+
+
+class Membership(Protocol):
+    """**Protocol:** where a group's members register, renew leases and read the view.
+
+    Every operation first drops members whose lease has run out (on the store's clock),
+    and returns the view after it. Each join, leave, drop or weight change bumps the view's
+    version exactly once. A member is identified by its name and an incarnation *token*:
+    a join under a live name with another token raises
+    :class:`~invresilience.exceptions.MembershipConflictError`; heartbeats and leaves with a
+    stale token change nothing. :class:`~invresilience.contract.MembershipContract` checks
+    an implementation.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        ...
+
+    def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """Add *member* with a lease of *lease* seconds (renew it, if already joined with *token*)."""
+        ...
+
+    def heartbeat(self, member: str, token: str, *, lease: float, acked: int) -> MembershipView:
+        """Renew *member*'s lease and record that it acts on version *acked*.
+
+        The view returned lacks *member* if its lease had already run out.
+        """
+        ...
+
+    def leave(self, member: str, token: str) -> MembershipView:
+        """Remove *member* at once."""
+        ...
+
+    def view(self) -> MembershipView:
+        """The current view."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections, if it owns any."""
+        ...
+
+
+class AsyncMembership(Protocol):
+    """**Protocol:** the async twin of :class:`Membership`, with the same rules.
+
+    .. versionadded:: 0.1.0
+    """
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        ...
+
+    async def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`Membership.join`."""
+        ...
+
+    async def heartbeat(
+        self, member: str, token: str, *, lease: float, acked: int
+    ) -> MembershipView:
+        """See :meth:`Membership.heartbeat`."""
+        ...
+
+    async def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`Membership.leave`."""
+        ...
+
+    async def view(self) -> MembershipView:
+        """See :meth:`Membership.view`."""
+        ...
+
+    async def close(self) -> None:
+        """See :meth:`Membership.close`."""
+        ...
+
+
 @runtime_checkable
 class Backend(Protocol):
     """**Protocol:** a storage technology opened from a URL by :func:`~invresilience.open_backend`.
@@ -609,6 +734,14 @@ class Backend(Protocol):
 
     def async_dead_letter_queue(self, queue: str, **options: Any) -> AsyncDeadLetterQueue:
         """An :class:`~invresilience.AsyncDeadLetterQueue` over :meth:`async_dead_letter_store`."""
+        ...
+
+    def membership(self, group: str) -> Membership:
+        """The membership store of *group*, for :class:`~invresilience.ShardAssignment`."""
+        ...
+
+    def async_membership(self, group: str) -> AsyncMembership:
+        """The async membership store of *group*."""
         ...
 
     def close(self) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING
 
 from .._core.idempotency import MAX_FINGERPRINT_LENGTH, check_key, check_seconds
-from ..exceptions import ConfigurationError, LeaseLostError
+from .._core.membership import MembershipOp, MembershipView
+from ..exceptions import ConfigurationError, LeaseLostError, MembershipConflictError
 
 if TYPE_CHECKING:
     from .._core.idempotency import Lease
@@ -17,9 +19,11 @@ __all__ = [
     "check_letter",
     "check_limit",
     "check_max_letters",
+    "check_membership_op",
     "check_namespace",
     "check_ttl",
     "lost",
+    "membership_result",
 ]
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}\Z")
@@ -94,3 +98,41 @@ def check_max_letters(value: object) -> None:
     """Raise :exc:`ConfigurationError` unless *value* is ``None`` or an int >= 1."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigurationError("max_letters", value, "must be None or an int >= 1")
+
+
+def check_membership_op(op: MembershipOp) -> MembershipOp:
+    """*op* if its member, token, weight, lease and acked are well formed, else raise."""
+    if op.kind != "view":
+        _check_text("member", op.member)
+        _check_text("token", op.token)
+    if op.kind in ("join", "heartbeat") and not _positive(op.lease):
+        raise ConfigurationError("lease", op.lease, "must be a finite number of seconds > 0")
+    if op.kind == "join" and not _positive(op.weight):
+        raise ConfigurationError("weight", op.weight, "must be a finite number > 0")
+    acked: object = op.acked
+    if op.kind == "heartbeat" and (type(acked) is not int or op.acked < 0):
+        raise ConfigurationError("acked", op.acked, "must be an int >= 0")
+    return op
+
+
+def _check_text(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise ConfigurationError(field, value, "must be a non-empty str of at most 200 characters")
+
+
+def _positive(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def membership_result(
+    group: str, op: MembershipOp, result: MembershipView | float
+) -> MembershipView:
+    """The view :meth:`GroupState.apply` returned, or the conflict it reported, raised."""
+    if isinstance(result, MembershipView):
+        return result
+    raise MembershipConflictError(group, op.member, max(0.0, float(result)))

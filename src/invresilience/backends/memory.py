@@ -20,6 +20,7 @@ from .._clock import SYSTEM_CLOCK
 from .._core import idempotency as rules
 from .._core.breaker import BreakerCore, BreakerSpec, SharedBreakerState
 from .._core.dlq import Added, QueueStats
+from .._core.membership import GroupState, MembershipOp
 from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from ..exceptions import ConfigurationError, DeadLetterQueueFullError
 from ..typing import DEFAULT_TTL
@@ -29,9 +30,11 @@ from ._common import (
     check_letter,
     check_limit,
     check_max_letters,
+    check_membership_op,
     check_namespace,
     check_ttl,
     lost,
+    membership_result,
 )
 
 if TYPE_CHECKING:
@@ -39,16 +42,19 @@ if TYPE_CHECKING:
 
     from .._core.dlq import DeadLetter, LetterFilter
     from .._core.idempotency import Claim, Lease, Record
+    from .._core.membership import MembershipView
     from ..typing import Clock
 
 __all__ = [
     "AsyncMemoryBreakerStore",
     "AsyncMemoryDeadLetterStore",
     "AsyncMemoryIdempotencyStore",
+    "AsyncMemoryMembership",
     "MemoryBackend",
     "MemoryBreakerStore",
     "MemoryDeadLetterStore",
     "MemoryIdempotencyStore",
+    "MemoryMembership",
     "MemoryRateLimitStore",
 ]
 
@@ -547,6 +553,106 @@ class AsyncMemoryDeadLetterStore:
 
 
 @final
+class MemoryMembership:
+    """One group's membership in this process: leases on the injected clock.
+
+    The reference :class:`~invresilience.typing.Membership`: the Redis, PostgreSQL and
+    SQLite stores keep the same :class:`~invresilience._core.membership.GroupState` and
+    apply the same operations, on their own clocks. Share it between threads (or between
+    :class:`~invresilience.ShardAssignment` objects in one test) to model many workers.
+
+    Args:
+        group: The group's name.
+        clock: Measures leases (a :class:`~invresilience.testing.ManualClock` in tests).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, group: str = "default", *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._group = check_namespace("group", group)
+        self._clock = clock
+        self._state = GroupState(group)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryMembership({self._group!r})"
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._group
+
+    def _apply(self, op: MembershipOp) -> MembershipView:
+        check_membership_op(op)
+        with self._lock:
+            result = self._state.apply(op, self._clock.monotonic())
+        return membership_result(self._group, op, result)
+
+    def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.join`."""
+        return self._apply(
+            MembershipOp(kind="join", member=member, token=token, weight=weight, lease=lease)
+        )
+
+    def heartbeat(self, member: str, token: str, *, lease: float, acked: int) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.heartbeat`."""
+        return self._apply(
+            MembershipOp(kind="heartbeat", member=member, token=token, lease=lease, acked=acked)
+        )
+
+    def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.leave`."""
+        return self._apply(MembershipOp(kind="leave", member=member, token=token))
+
+    def view(self) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.view`."""
+        return self._apply(MembershipOp(kind="view"))
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@final
+class AsyncMemoryMembership:
+    """The async view of a :class:`MemoryMembership` (the same group state).
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, membership: MemoryMembership | None = None) -> None:
+        self._sync = membership if membership is not None else MemoryMembership()
+
+    def __repr__(self) -> str:
+        return f"AsyncMemoryMembership({self._sync.group!r})"
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._sync.group
+
+    async def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`MemoryMembership.join`."""
+        return self._sync.join(member, token, weight=weight, lease=lease)
+
+    async def heartbeat(
+        self, member: str, token: str, *, lease: float, acked: int
+    ) -> MembershipView:
+        """See :meth:`MemoryMembership.heartbeat`."""
+        return self._sync.heartbeat(member, token, lease=lease, acked=acked)
+
+    async def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`MemoryMembership.leave`."""
+        return self._sync.leave(member, token)
+
+    async def view(self) -> MembershipView:
+        """See :meth:`MemoryMembership.view`."""
+        return self._sync.view()
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+@final
 class MemoryBackend:
     """The :class:`~invresilience.typing.Backend` of ``memory://``: stores in this process.
 
@@ -568,6 +674,7 @@ class MemoryBackend:
         self._dead_letters: dict[str, MemoryDeadLetterStore] = {}
         self._breakers: MemoryBreakerStore | None = None
         self._limits: MemoryRateLimitStore | None = None
+        self._groups: dict[str, MemoryMembership] = {}
 
     @classmethod
     def from_url(cls, url: str) -> MemoryBackend:
@@ -628,6 +735,19 @@ class MemoryBackend:
         """An :class:`~invresilience.AsyncDeadLetterQueue` over :meth:`async_dead_letter_store`."""
         options.setdefault("clock", self.clock)
         return AsyncDeadLetterQueue(self.async_dead_letter_store(queue), **options)
+
+    def membership(self, group: str) -> MemoryMembership:
+        """The membership of *group*: one per name, shared, leases on the backend's clock."""
+        check_namespace("group", group)
+        with self._lock:
+            membership = self._groups.get(group)
+            if membership is None:
+                membership = self._groups[group] = MemoryMembership(group, clock=self.clock)
+            return membership
+
+    def async_membership(self, group: str) -> AsyncMemoryMembership:
+        """The async view of :meth:`membership`, over the same group."""
+        return AsyncMemoryMembership(self.membership(group))
 
     def breaker_store(self) -> MemoryBreakerStore:
         """The breaker store every breaker of this backend shares."""
