@@ -42,9 +42,10 @@ from ._core.sharding import (
     unit_float,
 )
 from .exceptions import ConfigurationError, NoShardOwnerError
+from .typing import Router
 
 if TYPE_CHECKING:
-    from .typing import AsyncMembership, Clock, HashRouter, Membership, Router
+    from .typing import AsyncMembership, Clock, HashRouter, Membership
 
 __all__ = [
     "AsyncShardAssignment",
@@ -852,6 +853,16 @@ RouterFactory = Callable[[Mapping[str, float]], "Router[str]"]
 _DRIFT = 0.02
 
 
+@attrs.frozen
+class _Held:
+    """One worker's view with its lease deadline and routers: swapped as one value."""
+
+    view: MembershipView | None
+    deadline: float
+    routers: Mapping[int, tuple[Mapping[str, float], Router[str] | None]]
+    settled: Router[str] | None  # the current router, when no handoff is in flight
+
+
 class _Ownership:
     """What both assignment shells share: the view, the lease deadline, and routers by version."""
 
@@ -887,36 +898,44 @@ class _Ownership:
         self.token = uuid.uuid4().hex
         self._factory = router
         self._clock = clock
-        # One tuple, replaced whole, so that owns() never sees a view with another's deadline.
-        self._state: tuple[MembershipView | None, float, dict[int, Router[str] | None]] = (
-            None,
-            -math.inf,
-            {},
-        )
+        # Replaced whole, so that owns() never sees a view with another view's deadline.
+        self._state = _Held(None, -math.inf, {}, None)
 
     @property
     def view(self) -> MembershipView | None:
-        return self._state[0]
+        return self._state.view
 
     def expires_in(self) -> float:
-        return max(0.0, self._state[1] - self._clock.monotonic())
+        return max(0.0, self._state.deadline - self._clock.monotonic())
 
     def sent(self) -> float:
         return self._clock.monotonic()
 
     def adopt(self, view: MembershipView, sent_at: float) -> tuple[bool, list[Any]]:
         """Take *view* (read by a call sent at *sent_at*); whether the member is in it, and events."""
-        old, deadline, routers = self._state
+        old = self._state.view
         live = self.member in view.members
         deadline = sent_at + self.lease * (1 - _DRIFT) if live else -math.inf
-        kept: dict[int, Router[str] | None] = {}
+        routers: dict[int, tuple[Mapping[str, float], Router[str] | None]] = {}
         for version in (*view.history, view.version):
             weights = view.weights_at(version)
-            if version in routers:
-                kept[version] = routers[version]
-            elif weights is not None:
-                kept[version] = self._factory(weights) if weights else None
-        self._state = (view, deadline, kept)
+            if weights is None:
+                continue
+            cached = self._state.routers.get(version)
+            # A version's weights never change, unless the store was wiped and counts again.
+            if cached is not None and cached[0] == weights:
+                routers[version] = cached
+            else:
+                routers[version] = (weights, self._factory(weights) if weights else None)
+        # When no other live member may still act on an older version, ownership is just
+        # "routes to me": owns() then skips the handoff rule.
+        settled = live and all(
+            member.acked >= view.version
+            for name, member in view.members.items()
+            if name != self.member
+        )
+        current = routers[view.version][1]
+        self._state = _Held(view, deadline, routers, current if settled else None)
         events: list[Any] = []
         if _events.active and (old is None or old.version != view.version):
             events = [
@@ -936,33 +955,39 @@ class _Ownership:
         )
 
     def owns(self, key: ShardKey) -> bool:
-        view, deadline, routers = self._state
-        if view is None or self._clock.monotonic() >= deadline:
+        return self._owns(self._state, key)
+
+    def _owns(self, held: _Held, key: ShardKey) -> bool:
+        view = held.view
+        if view is None or self._clock.monotonic() >= held.deadline:
             return False
+        if held.settled is not None:
+            return held.settled.route(key) == self.member
+        routers = held.routers
 
         def owner_at(version: int) -> str | None:
-            router = routers.get(version)
+            router = routers[version][1]
             return None if router is None else router.route(key)
 
         return may_own(view, self.member, owner_at)
 
     def owner(self, key: ShardKey) -> str:
-        view, _, routers = self._state
-        router = None if view is None else routers.get(view.version)
-        if router is None:
+        held = self._state
+        entry = None if held.view is None else held.routers.get(held.view.version)
+        if entry is None or entry[1] is None:
             raise NoShardOwnerError(
                 f"no live member of the group owns {key!r}: the view is empty or not read yet"
             )
-        return router.route(key)
+        return entry[1].route(key)
 
     def require(self, key: ShardKey) -> int:
-        view = self._state[0]
-        if view is None or not self.owns(key):
-            version = None if view is None else view.version
+        held = self._state
+        if held.view is None or not self._owns(held, key):
+            version = None if held.view is None else held.view.version
             raise NoShardOwnerError(
                 f"{self.member!r} does not own {key!r} at membership version {version}"
             )
-        return view.version
+        return held.view.version
 
 
 @final
