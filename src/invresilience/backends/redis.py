@@ -12,8 +12,11 @@
 - :class:`RedisDeadLetterStore` / :class:`AsyncRedisDeadLetterStore` -- the letters of a
   dead-letter queue, a :class:`~invresilience.typing.DeadLetterStore` /
   :class:`~invresilience.typing.AsyncDeadLetterStore`.
+- :class:`RedisMembership` / :class:`AsyncRedisMembership` -- a group's members, leases
+  and versioned view, a :class:`~invresilience.typing.Membership` /
+  :class:`~invresilience.typing.AsyncMembership` (no script: see below).
 
-Every operation is one ``EVALSHA`` (after a ``NOSCRIPT`` the script is loaded and the call
+Every operation but the membership's is one ``EVALSHA`` (after a ``NOSCRIPT`` the script is loaded and the call
 made again), so it is atomic and costs one round trip -- except the dead-letter scans,
 which are a series of bounded ones (see below); the idempotency batches
 (``claim_many``, ``complete_many``) send all their ``EVALSHA`` in one pipeline, one round
@@ -133,6 +136,22 @@ per call and answers where to continue, so a filter matching one letter of a mil
 never blocks Redis: the client loops, and stops at the highest sequence the first call
 saw.
 
+Membership keys
+---------------
+
+Group *group* under *prefix* (``invresilience`` by default, and :class:`RedisBackend`'s
+prefix) is one string, ``<prefix>:{<group>}:membership``, holding the JSON document of
+:meth:`GroupState.dumps() <invresilience._core.membership.GroupState.dumps>`: the version,
+each live member's weight, acked version, lease end and token, and the kept history.
+Each operation is an optimistic transaction: ``WATCH`` the key, ``GET`` it, read the
+server's ``TIME``, apply the operation with
+:class:`~invresilience._core.membership.GroupState` (the rules the memory store runs, not
+a Lua copy of them), then ``MULTI``, ``SET`` (only when the document changed) and
+``EXEC``, which fails if another client wrote the key since the ``WATCH``; the operation
+then starts over, up to :data:`MEMBERSHIP_ATTEMPTS` times. Lease ends are seconds of the
+server's ``TIME``, so workers whose clocks disagree still agree on when a lease runs out.
+The key never expires: the version must never go back, even once every member has left.
+
 .. versionadded:: 0.1.0
 """
 
@@ -162,6 +181,7 @@ from .._core.breaker import (
     SharedBreakerState,
 )
 from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
+from .._core.membership import GroupState, MembershipOp
 from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from ..exceptions import (
     BackendError,
@@ -176,15 +196,17 @@ from ._common import (
     check_letter,
     check_limit,
     check_max_letters,
+    check_membership_op,
     check_namespace,
     check_ttl,
     lost,
+    membership_result,
 )
 
 try:
     from redis.client import NEVER_DECODE
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import NoScriptError, RedisError
+    from redis.exceptions import NoScriptError, RedisError, WatchError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -199,16 +221,19 @@ if TYPE_CHECKING:
 
     from .._core.dlq import LetterFilter, Reason
     from .._core.idempotency import Claim, Lease
+    from .._core.membership import MembershipView
 
 __all__ = [
     "AsyncRedisBreakerStore",
     "AsyncRedisDeadLetterStore",
     "AsyncRedisIdempotencyStore",
+    "AsyncRedisMembership",
     "AsyncRedisRateLimitStore",
     "RedisBackend",
     "RedisBreakerStore",
     "RedisDeadLetterStore",
     "RedisIdempotencyStore",
+    "RedisMembership",
     "RedisRateLimitStore",
 ]
 
@@ -2040,6 +2065,237 @@ class AsyncRedisDeadLetterStore:
         """Do nothing: the client belongs to whoever made it, who closes it."""
 
 
+# -- membership -------------------------------------------------------------------------------
+
+#: How many times a membership operation starts over because another client wrote the
+#: group between its ``WATCH`` and its ``EXEC``, before giving up with a
+#: :exc:`~invresilience.exceptions.BackendError`.
+MEMBERSHIP_ATTEMPTS: Final = 50
+
+
+def _membership_key(store: str, prefix: str, group: str) -> str:
+    prefix = _check_name(f"{store}.prefix", prefix)
+    if "{}" in prefix:
+        # An empty hash tag would make the prefix, not the group, choose the cluster slot.
+        raise ConfigurationError(f"{store}.prefix", prefix, "must not contain '{}'")
+    return f"{prefix}:{{{check_namespace('group', group)}}}:membership"
+
+
+def _membership_step(
+    where: str, group: str, op: MembershipOp, stored: bytes | None, time: Sequence[Any]
+) -> tuple[MembershipView | float, str | None]:
+    """Apply *op* to the stored document at the server's *time*: the result, and the
+    document to write (``None`` when it did not change)."""
+    try:
+        state = GroupState.loads(group, stored)
+    except ValueError as exc:
+        raise BackendError(f"{where}: {exc}") from exc
+    before = GroupState(group).dumps() if stored is None else stored.decode("utf-8")
+    result = state.apply(op, int(time[0]) + int(time[1]) / 1_000_000)
+    after = state.dumps()
+    return result, None if after == before else after
+
+
+def _gave_up(where: str, group: str) -> BackendError:
+    return BackendError(
+        f"{where}: group {group!r} was written by another client during each of "
+        f"{MEMBERSHIP_ATTEMPTS} attempts in a row; try again"
+    )
+
+
+@final
+class RedisMembership:
+    """A :class:`~invresilience.typing.Membership` in Redis: one group, shared by every process.
+
+    The group is one key holding its
+    :class:`~invresilience._core.membership.GroupState` as JSON; each operation reads it,
+    applies the operation at the server's ``TIME`` and writes it back in one optimistic
+    ``WATCH`` / ``MULTI`` / ``EXEC`` transaction, starting over when another client wrote
+    the key in between (the module documentation describes the key). Leases are measured
+    on the server's clock.
+
+    The store does not own *client*: :meth:`close` leaves it open.
+
+    Args:
+        client: A ``redis.Redis`` client; ``decode_responses`` may be either.
+        group: The group's name (1 to 100 letters, digits or ``_.:-``).
+        prefix: Prepended to the key (non-empty, printable, at most 200 characters,
+            without ``{}``).
+
+    Raises:
+        ConfigurationError: *group* or *prefix* is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_group", "client", "key", "prefix")
+
+    def __init__(
+        self, client: redis.Redis, group: str = "default", *, prefix: str = "invresilience"
+    ) -> None:
+        self.client = client
+        self.key = _membership_key("RedisMembership", prefix, group)
+        self.prefix = prefix
+        self._group = group
+
+    def __repr__(self) -> str:
+        return f"RedisMembership({self._group!r}, prefix={self.prefix!r})"
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._group
+
+    def _apply(self, operation: str, op: MembershipOp) -> MembershipView:
+        check_membership_op(op)
+        where = f"RedisMembership.{operation}"
+        pipe: Any = self.client.pipeline(transaction=True)  # partly untyped in redis-py
+        try:
+            with pipe:
+                for _ in range(MEMBERSHIP_ATTEMPTS):
+                    try:
+                        pipe.watch(self.key)
+                        stored = pipe.execute_command("GET", self.key, **_RAW)
+                        time = pipe.time()
+                        result, write = _membership_step(where, self._group, op, stored, time)
+                        pipe.multi()
+                        if write is not None:
+                            pipe.set(self.key, write)
+                        pipe.execute()
+                    except WatchError:
+                        continue
+                    finally:
+                        pipe.reset()
+                    return membership_result(self._group, op, result)
+        except RedisError as exc:
+            raise _backend_error("RedisMembership", operation, exc) from exc
+        raise _gave_up(where, self._group)
+
+    def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.join`.
+
+        Raises:
+            MembershipConflictError: *member* is live under another token.
+            ConfigurationError: An argument is invalid.
+            BackendUnavailableError: Redis could not be reached.
+            BackendError: Redis failed otherwise, the stored document is malformed, or
+                other clients kept writing the group.
+        """
+        return self._apply(
+            "join",
+            MembershipOp(kind="join", member=member, token=token, weight=weight, lease=lease),
+        )
+
+    def heartbeat(self, member: str, token: str, *, lease: float, acked: int) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.heartbeat`."""
+        return self._apply(
+            "heartbeat",
+            MembershipOp(kind="heartbeat", member=member, token=token, lease=lease, acked=acked),
+        )
+
+    def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.leave`."""
+        return self._apply("leave", MembershipOp(kind="leave", member=member, token=token))
+
+    def view(self) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.view`."""
+        return self._apply("view", MembershipOp(kind="view"))
+
+    def close(self) -> None:
+        """Do nothing: the client belongs to whoever made it, who closes it."""
+
+
+@final
+class AsyncRedisMembership:
+    """The async twin of :class:`RedisMembership`: the same key, document and transaction.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` client; ``decode_responses`` may be either.
+        group: The group's name (1 to 100 letters, digits or ``_.:-``).
+        prefix: Prepended to the key (non-empty, printable, at most 200 characters,
+            without ``{}``).
+
+    Raises:
+        ConfigurationError: *group* or *prefix* is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    __slots__ = ("_group", "client", "key", "prefix")
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        group: str = "default",
+        *,
+        prefix: str = "invresilience",
+    ) -> None:
+        self.client = client
+        self.key = _membership_key("AsyncRedisMembership", prefix, group)
+        self.prefix = prefix
+        self._group = group
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisMembership({self._group!r}, prefix={self.prefix!r})"
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._group
+
+    async def _apply(self, operation: str, op: MembershipOp) -> MembershipView:
+        check_membership_op(op)
+        where = f"AsyncRedisMembership.{operation}"
+        pipe: Any = self.client.pipeline(transaction=True)  # partly untyped in redis-py
+        try:
+            async with pipe:
+                for _ in range(MEMBERSHIP_ATTEMPTS):
+                    try:
+                        await pipe.watch(self.key)
+                        stored = await pipe.execute_command("GET", self.key, **_RAW)
+                        time = await pipe.time()
+                        result, write = _membership_step(where, self._group, op, stored, time)
+                        pipe.multi()
+                        if write is not None:
+                            pipe.set(self.key, write)
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                    finally:
+                        await pipe.reset()
+                    return membership_result(self._group, op, result)
+        except RedisError as exc:
+            raise _backend_error("AsyncRedisMembership", operation, exc) from exc
+        raise _gave_up(where, self._group)
+
+    async def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`RedisMembership.join`."""
+        return await self._apply(
+            "join",
+            MembershipOp(kind="join", member=member, token=token, weight=weight, lease=lease),
+        )
+
+    async def heartbeat(
+        self, member: str, token: str, *, lease: float, acked: int
+    ) -> MembershipView:
+        """See :meth:`RedisMembership.heartbeat`."""
+        return await self._apply(
+            "heartbeat",
+            MembershipOp(kind="heartbeat", member=member, token=token, lease=lease, acked=acked),
+        )
+
+    async def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`RedisMembership.leave`."""
+        return await self._apply("leave", MembershipOp(kind="leave", member=member, token=token))
+
+    async def view(self) -> MembershipView:
+        """See :meth:`RedisMembership.view`."""
+        return await self._apply("view", MembershipOp(kind="view"))
+
+    async def close(self) -> None:
+        """Do nothing: the client belongs to whoever made it, who closes it."""
+
+
 # -- the backend ------------------------------------------------------------------------------
 
 
@@ -2084,8 +2340,9 @@ class RedisBackend:
 
     The keys: ``<prefix>:idem:<namespace>:<key>`` for idempotency records,
     ``<prefix>:breaker:{<name>}...`` for breakers, ``<prefix>:ratelimit:<key>`` for
-    rate-limit buckets and ``<prefix>:dlq:{<queue>}:...`` for dead-letter queues (the
-    module documentation describes each).
+    rate-limit buckets, ``<prefix>:dlq:{<queue>}:...`` for dead-letter queues and
+    ``<prefix>:{<group>}:membership`` for membership groups (the module documentation
+    describes each).
 
     An async client is bound to the event loop it first runs in: use the async stores of
     one backend from one event loop, and close it there with :meth:`aclose`.
@@ -2267,6 +2524,29 @@ class RedisBackend:
         .. versionadded:: 0.1.0
         """
         return AsyncDeadLetterQueue(self.async_dead_letter_store(queue), **options)
+
+    def membership(self, group: str) -> RedisMembership:
+        """A :class:`RedisMembership` for *group* on this server, key ``<prefix>:{<group>}:membership``.
+
+        Raises:
+            ConfigurationError: *group* is not 1 to 100 letters, digits or ``_.:-``.
+
+        .. versionadded:: 0.1.0
+        """
+        check_namespace("group", group)
+        return RedisMembership(self.client, group, prefix=self.prefix)
+
+    def async_membership(self, group: str) -> AsyncRedisMembership:
+        """An :class:`AsyncRedisMembership` over the group of :meth:`membership`.
+
+        Raises:
+            ConfigurationError: *group* is invalid, or the backend was built around a
+                sync client and no *async_client*.
+
+        .. versionadded:: 0.1.0
+        """
+        check_namespace("group", group)
+        return AsyncRedisMembership(self.async_client, group, prefix=self.prefix)
 
     def close(self) -> None:
         """Close the sync client if the backend made it.
