@@ -859,6 +859,7 @@ class _Held:
 
     view: MembershipView | None
     deadline: float
+    not_before: float  # the end of the view's quiet period, on this worker's clock
     routers: Mapping[int, tuple[Mapping[str, float], Router[str] | None]]
     settled: Router[str] | None  # the current router, when no handoff is in flight
 
@@ -899,7 +900,7 @@ class _Ownership:
         self._factory = router
         self._clock = clock
         # Replaced whole, so that owns() never sees a view with another view's deadline.
-        self._state = _Held(None, -math.inf, {}, None)
+        self._state = _Held(None, -math.inf, -math.inf, {}, None)
 
     @property
     def view(self) -> MembershipView | None:
@@ -913,6 +914,10 @@ class _Ownership:
 
     def adopt(self, view: MembershipView, sent_at: float) -> tuple[bool, list[Any]]:
         """Take *view* (read by a call sent at *sent_at*); whether the member is in it, and events."""
+        # The lease started when the store handled the call, after sent_at: counting from
+        # sent_at ends this worker's copy first. A quiet period is counted from now, after
+        # the store's reading, so it ends last.
+        not_before = self._clock.monotonic() + view.quiet_for if view.quiet_for > 0 else -math.inf
         old = self._state.view
         live = self.member in view.members
         deadline = sent_at + self.lease * (1 - _DRIFT) if live else -math.inf
@@ -935,7 +940,7 @@ class _Ownership:
             if name != self.member
         )
         current = routers[view.version][1]
-        self._state = _Held(view, deadline, routers, current if settled else None)
+        self._state = _Held(view, deadline, not_before, routers, current if settled else None)
         events: list[Any] = []
         if _events.active and (old is None or old.version != view.version):
             events = [
@@ -959,7 +964,8 @@ class _Ownership:
 
     def _owns(self, held: _Held, key: ShardKey) -> bool:
         view = held.view
-        if view is None or self._clock.monotonic() >= held.deadline:
+        now = self._clock.monotonic()
+        if view is None or now >= held.deadline or now < held.not_before:
             return False
         if held.settled is not None:
             return held.settled.route(key) == self.member

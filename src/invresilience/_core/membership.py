@@ -20,6 +20,11 @@ routes to *A*) refuses. A dead member stops counting once its lease has expired;
 acting before that, because a member stops acting when its own, earlier-starting copy of the
 lease runs out. That is the handoff: keys move when the old owner has moved on or its lease
 has run out, never before.
+
+The rule relies on the store remembering leases. A store that can lose its data (Redis
+without persistence, restarted) would forget members that are still acting, so such stores
+start a group they find empty with a quiet period of one lease (``quiet_for``), during which
+nobody owns anything.
 """
 
 from __future__ import annotations
@@ -99,6 +104,9 @@ class MembershipView:
         members: The live members by name.
         history: Member weights for each older version some live member may still act on
             (``acked`` up to ``version - 1``); the current version's are in *members*.
+        quiet_for: Seconds before any member may own a key. A store that can lose its data
+            (Redis without persistence) starts a group it finds empty with one lease of
+            quiet: members of the lost state may still be acting until their leases end.
 
     .. versionadded:: 0.1.0
     """
@@ -107,6 +115,7 @@ class MembershipView:
     version: int
     members: Mapping[str, Member] = attrs.field(factory=dict)
     history: Mapping[int, Mapping[str, float]] = attrs.field(factory=dict)
+    quiet_for: float = 0.0
 
     @property
     def weights(self) -> dict[str, float]:
@@ -211,7 +220,11 @@ class _Entry:
 
 
 class GroupState:
-    """One group's membership as a store keeps it: the reference the Redis script mirrors.
+    """One group's membership as a store keeps it: the rules every store runs.
+
+    The stores do not reimplement these rules: memory holds a :class:`GroupState` under a
+    lock, and Redis, PostgreSQL and SQLite load it from one JSON document per group, apply
+    the operation on their own clock, and write it back in one atomic step.
 
     Times are the store's clock, passed in as *now* (seconds). Every operation first
     removes members whose lease has run out; each join, leave, removal or weight change
@@ -219,11 +232,22 @@ class GroupState:
     the versions some live member may still act on.
     """
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, *, guarded: bool = False) -> None:
         self.group = group
         self.version = 0
+        #: Store time before which no member may own keys (see :attr:`MembershipView.quiet_for`).
+        self.quiet_until: float | None = None
         self._members: dict[str, _Entry] = {}
         self._history: dict[int, dict[str, float]] = {}
+        self._guard = guarded
+
+    def _start_quiet(self, lease: float, now: float) -> None:
+        # A guarded store that finds no state may have lost it (a Redis restarted without
+        # persistence): members of the lost state may act until their leases end, so the
+        # new state grants no ownership for one lease.
+        if self._guard:
+            self._guard = False
+            self.quiet_until = now + lease
 
     def _sweep(self, now: float) -> None:
         expired = [name for name, entry in self._members.items() if entry.expires_at <= now]
@@ -241,6 +265,7 @@ class GroupState:
     ) -> MembershipView | float:
         """Add or renew *member*; the seconds its other incarnation's lease has left on a clash."""
         self._sweep(now)
+        self._start_quiet(lease, now)
         entry = self._members.get(member)
         if entry is not None and entry.token != token:
             return entry.expires_at - now
@@ -260,6 +285,7 @@ class GroupState:
     ) -> MembershipView:
         """Renew *member*'s lease and record *acked*; a view without it if its lease was lost."""
         self._sweep(now)
+        self._start_quiet(lease, now)
         entry = self._members.get(member)
         if entry is not None and entry.token == token:
             entry.expires_at = now + lease
@@ -294,21 +320,29 @@ class GroupState:
                     n: [e.weight, e.acked, e.expires_at, e.token] for n, e in self._members.items()
                 },
                 "history": {str(v): w for v, w in self._history.items()},
+                "quiet_until": self.quiet_until,
             },
             separators=(",", ":"),
             sort_keys=True,
         )
 
     @classmethod
-    def loads(cls, group: str, text: str | bytes | None) -> GroupState:
+    def loads(cls, group: str, text: str | bytes | None, *, guarded: bool = False) -> GroupState:
         """A state from :meth:`dumps` output (a fresh one for ``None``).
+
+        Args:
+            group: The group's name.
+            text: The stored document, or ``None`` if there is none.
+            guarded: For stores that can lose their data: a fresh state then makes the
+                group quiet for the first lease granted (see :attr:`MembershipView.quiet_for`).
 
         Raises:
             ValueError: the text is not a membership state.
         """
-        state = cls(group)
+        state = cls(group, guarded=guarded)
         if text is None:
             return state
+        state._guard = False
         try:
             data: Any = json.loads(text)
             state.version = int(data["version"])
@@ -318,6 +352,8 @@ class GroupState:
                 )
             for version, weights in data["history"].items():
                 state._history[int(version)] = {str(n): float(w) for n, w in weights.items()}
+            quiet = data.get("quiet_until")
+            state.quiet_until = None if quiet is None else float(quiet)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"membership state of group {group!r} is malformed: {exc}") from None
         return state
@@ -333,6 +369,11 @@ class GroupState:
             for name, e in sorted(self._members.items())
         }
         history = {v: dict(w) for v, w in self._history.items() if v < self.version}
+        quiet = 0.0 if self.quiet_until is None else max(0.0, self.quiet_until - now)
         return MembershipView(
-            group=self.group, version=self.version, members=members, history=history
+            group=self.group,
+            version=self.version,
+            members=members,
+            history=history,
+            quiet_for=quiet,
         )
