@@ -7,6 +7,9 @@
 - :class:`PostgresDeadLetterStore` / :class:`AsyncPostgresDeadLetterStore` -- a
   :class:`~invresilience.typing.DeadLetterStore` / :class:`~invresilience.typing.AsyncDeadLetterStore`
   holding the letters of one dead-letter queue.
+- :class:`PostgresMembership` / :class:`AsyncPostgresMembership` -- a
+  :class:`~invresilience.typing.Membership` / :class:`~invresilience.typing.AsyncMembership`:
+  a group's members, leases and versioned view, one row per group.
 - :class:`PostgresBackend` -- makes stores (and dead-letter queues) from one connection
   string and closes them.
 
@@ -32,9 +35,12 @@ lock (so processes starting together do not race), and versioned::
     {prefix}_dead_letter_queues    (queue text PRIMARY KEY, last_sequence bigint,
                                     letters bigint)
 
-Each kind of store creates its own tables only. The rows ``('idempotency', 1)`` and
-``('dead_letters', 2)`` of ``{prefix}_schema`` record the layouts
-(:data:`SCHEMA_VERSION`, :data:`DEAD_LETTER_SCHEMA_VERSION`); a store that finds a
+    {prefix}_membership   (grp text PRIMARY KEY, state text)
+
+Each kind of store creates its own tables only. The rows ``('idempotency', 1)``,
+``('dead_letters', 2)`` and ``('membership', 1)`` of ``{prefix}_schema`` record the layouts
+(:data:`SCHEMA_VERSION`, :data:`DEAD_LETTER_SCHEMA_VERSION`,
+:data:`MEMBERSHIP_SCHEMA_VERSION`); a store that finds a
 newer version refuses to run (:exc:`~invresilience.exceptions.BackendError`) rather than
 misread rows. A dead-letter store that finds version 1 (no ``letters`` column) upgrades the
 tables in place, once, under the advisory lock: it adds the column, fills it from the
@@ -65,7 +71,8 @@ seconds since the epoch as ``double precision`` (a resolution of about a microse
 Every reading in one statement is the same instant, and ``InProgress.retry_after`` is the
 stored ``lease_until`` minus that instant, so processes whose clocks disagree still agree.
 A dead letter's times are the ones the letter carries (its queue's clock): the server's
-clock plays no part.
+clock plays no part. Membership leases are the server's too, read with ``clock_timestamp()``
+once the group's row is locked.
 
 Round trips and atomicity
 -------------------------
@@ -95,6 +102,15 @@ queue's row and inserts the letter. ``list``, ``count``, ``stats``, ``replace``,
 and ``purge`` are one statement each; ``delete`` and ``purge`` lock the queue's row before
 any letter, the order an add takes them in, so they never deadlock with one (and an add
 waits for a purge of its queue to finish).
+
+A membership group is one row of ``{prefix}_membership`` holding the JSON document of
+:meth:`GroupState.dumps() <invresilience._core.membership.GroupState.dumps>`. Each
+operation is one transaction of two round trips: ``INSERT ... ON CONFLICT DO NOTHING`` (a
+group's first operation makes its row) and ``SELECT ... FOR UPDATE`` with the server's time,
+pipelined; the client applies the operation with
+:class:`~invresilience._core.membership.GroupState` (the rules the memory store runs);
+then ``UPDATE`` (when the document changed) and ``COMMIT``. The row lock makes the
+operations on one group take turns, whichever process runs them.
 
 Connections and errors
 ----------------------
@@ -136,6 +152,7 @@ from typing_extensions import final
 
 from .._core import idempotency as rules
 from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
+from .._core.membership import GroupState, MembershipOp
 from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from ..exceptions import (
     BackendError,
@@ -151,9 +168,11 @@ from ._common import (
     check_letter,
     check_limit,
     check_max_letters,
+    check_membership_op,
     check_namespace,
     check_ttl,
     lost,
+    membership_result,
 )
 
 try:
@@ -175,16 +194,20 @@ if TYPE_CHECKING:
 
     from .._core.dlq import LetterFilter
     from .._core.idempotency import Claim, Lease
+    from .._core.membership import MembershipView
 
 __all__ = [
     "DEAD_LETTER_SCHEMA_VERSION",
+    "MEMBERSHIP_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "AsyncPostgresDeadLetterStore",
     "AsyncPostgresIdempotencyStore",
+    "AsyncPostgresMembership",
     "AsyncPostgresTransaction",
     "PostgresBackend",
     "PostgresDeadLetterStore",
     "PostgresIdempotencyStore",
+    "PostgresMembership",
     "PostgresTransaction",
 ]
 
@@ -197,11 +220,15 @@ SCHEMA_VERSION: Final = 1
 #: row ``dead_letters``): 2 keeps each queue's letter count in ``{prefix}_dead_letter_queues``;
 #: a store finding version 1 upgrades the tables in place.
 DEAD_LETTER_SCHEMA_VERSION: Final = 2
+#: The version of the membership table this module reads and writes (``{prefix}_schema``
+#: row ``membership``).
+MEMBERSHIP_SCHEMA_VERSION: Final = 1
 #: How many times a claim runs again when a concurrent claim made its answer stale.
 _CLAIM_ATTEMPTS: Final = 5
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
 _COMPONENT: Final = "idempotency"
 _DEAD_LETTERS: Final = "dead_letters"
+_MEMBERSHIP: Final = "membership"
 #: The triggers (and their functions) keeping a queue's letter count: ``{prefix}_dead_letters_<name>``.
 _COUNT_TRIGGERS: Final = ("added", "removed", "moved", "emptied")
 
@@ -544,6 +571,26 @@ WITH gone AS (DELETE FROM {{letters}} WHERE {{where}} AND {_QUEUE_LOCKED} RETURN
 SELECT count(*) FROM gone"""
 
 
+# -- SQL: membership ------------------------------------------------------------------------------
+
+_MEMBERSHIP_SETUP = f"""\
+{_SETUP_BEGIN}CREATE TABLE IF NOT EXISTS {{table}} (
+    grp text PRIMARY KEY,
+    state text NOT NULL
+);{_SETUP_END}"""
+
+_GROUP_INSERT = """\
+INSERT INTO {table} (grp, state) VALUES (%(group)s, %(state)s) ON CONFLICT (grp) DO NOTHING"""
+
+# The time is read above the locking subquery, so once the row is locked: a call that
+# waited for another one's commit reads a time after that one's.
+_GROUP_LOCK = """\
+SELECT g.state, date_part('epoch', clock_timestamp())
+FROM (SELECT state FROM {table} WHERE grp = %(group)s FOR UPDATE) AS g"""
+
+_GROUP_WRITE = "UPDATE {table} SET state = %(state)s WHERE grp = %(group)s"
+
+
 class _Statements(NamedTuple):
     """The statements of one table prefix, composed once."""
 
@@ -650,6 +697,38 @@ def _dead_letter_statements(prefix: str) -> _DeadLetterStatements:
         delete=compose(_DELETE),
         letters=letters,
         queues=queues,
+    )
+
+
+class _MembershipStatements(NamedTuple):
+    """The membership statements of one table prefix, composed once."""
+
+    setup: sql.Composed
+    version: sql.Composed
+    insert: sql.Composed
+    lock: sql.Composed
+    write: sql.Composed
+
+
+def _membership_statements(prefix: str) -> _MembershipStatements:
+    """Every membership statement for the tables named after *prefix* (already checked)."""
+    names = {
+        "schema": sql.Identifier(f"{prefix}_schema"),
+        "table": sql.Identifier(f"{prefix}_membership"),
+        "component": sql.Literal(_MEMBERSHIP),
+        "version": sql.Literal(MEMBERSHIP_SCHEMA_VERSION),
+        "lock": sql.Literal(_lock_id(prefix)),
+    }
+
+    def compose(text: str) -> sql.Composed:
+        return sql.SQL(text).format(**names)
+
+    return _MembershipStatements(
+        setup=compose(_MEMBERSHIP_SETUP),
+        version=compose(_VERSION),
+        insert=compose(_GROUP_INSERT),
+        lock=compose(_GROUP_LOCK),
+        write=compose(_GROUP_WRITE),
     )
 
 
@@ -1082,11 +1161,12 @@ def _check_idle(
 
 def _check_outside_transaction(
     connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    store: str = "a dead-letter store",
 ) -> None:
     """Refuse to run a transaction of the store's inside one already open on its connection."""
     if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         msg = (
-            "the store's connection is inside a transaction: a dead-letter store runs its "
+            f"the store's connection is inside a transaction: {store} runs its "
             "own; give it a connection of its own, or a conninfo string"
         )
         raise BackendError(msg)
@@ -1983,6 +2063,255 @@ class AsyncPostgresDeadLetterStore(_AsyncStore):
 
 # -- the backend ----------------------------------------------------------------------------------
 
+# -- membership -----------------------------------------------------------------------------------
+
+
+def _membership_step(
+    where: str, group: str, op: MembershipOp, row: Sequence[Any]
+) -> tuple[MembershipView | float, str | None]:
+    """Apply *op* to the locked row's document at its server time: the result, and the
+    document to write (``None`` when it did not change)."""
+    stored, now = row
+    try:
+        state = GroupState.loads(group, stored)
+    except ValueError as exc:
+        raise BackendError(f"{where}: {exc}") from exc
+    result = state.apply(op, float(now))
+    after = state.dumps()
+    return result, None if after == stored else after
+
+
+def _membership_transact(
+    conn: psycopg.Connection[Any],
+    q: _MembershipStatements,
+    group: str,
+    op: MembershipOp,
+    where: str,
+) -> MembershipView | float:
+    """Run *op* on *group* in one transaction on *conn* (the caller maps driver errors)."""
+    _check_outside_transaction(conn, "a membership store")
+    params = {"group": group, "state": GroupState(group).dumps()}
+    try:
+        with conn.pipeline() if _PIPELINE else contextlib.nullcontext():
+            conn.execute("BEGIN")
+            conn.execute(q.insert, params)
+            row = conn.execute(q.lock, params).fetchone()
+            assert row is not None  # the INSERT made the row, and rows are never deleted
+            result, write = _membership_step(where, group, op, row)
+            if write is not None:
+                conn.execute(q.write, {"group": group, "state": write})
+            conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
+    return result
+
+
+async def _amembership_transact(
+    conn: psycopg.AsyncConnection[Any],
+    q: _MembershipStatements,
+    group: str,
+    op: MembershipOp,
+    where: str,
+) -> MembershipView | float:
+    """The async twin of :func:`_membership_transact`."""
+    _check_outside_transaction(conn, "a membership store")
+    params = {"group": group, "state": GroupState(group).dumps()}
+    try:
+        async with conn.pipeline() if _PIPELINE else contextlib.nullcontext():
+            await conn.execute("BEGIN")
+            await conn.execute(q.insert, params)
+            row = await (await conn.execute(q.lock, params)).fetchone()
+            assert row is not None  # the INSERT made the row, and rows are never deleted
+            result, write = _membership_step(where, group, op, row)
+            if write is not None:
+                await conn.execute(q.write, {"group": group, "state": write})
+            await conn.execute("COMMIT")
+    except BaseException:
+        await _arollback(conn)
+        raise
+    return result
+
+
+@final
+class PostgresMembership(_SyncStore):
+    """A :class:`~invresilience.typing.Membership` in PostgreSQL: one group, shared by every process.
+
+    The group is a row of ``{prefix}_membership`` holding its
+    :class:`~invresilience._core.membership.GroupState` as JSON; each operation locks the
+    row, applies the operation at the server's ``clock_timestamp()`` and writes the row
+    back, in one transaction (the module documentation describes it). Leases are measured
+    on the server's clock. Thread-safe: one connection, one call at a time.
+
+    Usually made by :meth:`PostgresBackend.membership`.
+
+    Args:
+        connection: A conninfo string or URL (the store connects on first use and owns the
+            connection), or a :class:`psycopg.Connection` in autocommit mode, outside any
+            transaction (borrowed: :meth:`close` leaves it open).
+        group: The group's name (1 to 100 letters, digits or ``_.:-``).
+        table_prefix: Names the tables (``{prefix}_membership``, ``{prefix}_schema``): an
+            SQL identifier of at most 41 characters.
+
+    Raises:
+        ConfigurationError: An argument is invalid, or *connection* is not in autocommit mode.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        connection: str | psycopg.Connection[Any],
+        /,
+        group: str = "default",
+        *,
+        table_prefix: str = "invresilience",
+    ) -> None:
+        self._group = check_namespace("group", group)
+        super().__init__(connection, table_prefix)
+        self._q = _membership_statements(table_prefix)
+
+    def __repr__(self) -> str:
+        return f"PostgresMembership({self._group!r}, table_prefix={self.table_prefix!r})"
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._group
+
+    def _schema(self) -> _Op[None]:
+        return _setup(
+            self._q.setup,
+            self._q.version,
+            f"{self.table_prefix}_membership",
+            MEMBERSHIP_SCHEMA_VERSION,
+        )
+
+    def _apply(self, operation: str, op: MembershipOp) -> MembershipView:
+        check_membership_op(op)
+        where = f"{self!r}.{operation}"
+        with self._lock:
+            try:
+                result = _membership_transact(self._connection(), self._q, self._group, op, where)
+            except _DRIVER_ERRORS as exc:
+                raise _error(where, exc) from exc
+        return membership_result(self._group, op, result)
+
+    def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.join`.
+
+        Raises:
+            MembershipConflictError: *member* is live under another token.
+            ConfigurationError: An argument is invalid.
+            BackendUnavailableError: PostgreSQL could not be reached.
+            BackendError: PostgreSQL failed otherwise, the stored document is malformed,
+                or the store is closed.
+        """
+        return self._apply(
+            "join",
+            MembershipOp(kind="join", member=member, token=token, weight=weight, lease=lease),
+        )
+
+    def heartbeat(self, member: str, token: str, *, lease: float, acked: int) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.heartbeat`."""
+        return self._apply(
+            "heartbeat",
+            MembershipOp(kind="heartbeat", member=member, token=token, lease=lease, acked=acked),
+        )
+
+    def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.leave`."""
+        return self._apply("leave", MembershipOp(kind="leave", member=member, token=token))
+
+    def view(self) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.view`."""
+        return self._apply("view", MembershipOp(kind="view"))
+
+
+@final
+class AsyncPostgresMembership(_AsyncStore):
+    """An :class:`~invresilience.typing.AsyncMembership` in PostgreSQL.
+
+    The async twin of :class:`PostgresMembership`: the same table, SQL and rules.
+    Safe for concurrent tasks of one event loop (one call at a time on its connection).
+
+    Args:
+        connection: A conninfo string or URL (the store connects on its first call and
+            owns the connection), or a :class:`psycopg.AsyncConnection` in autocommit mode,
+            outside any transaction (borrowed: :meth:`close` leaves it open).
+        group: See :class:`PostgresMembership`.
+        table_prefix: See :class:`PostgresMembership`.
+
+    Raises:
+        ConfigurationError: An argument is invalid, or *connection* is not in autocommit mode.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        connection: str | psycopg.AsyncConnection[Any],
+        /,
+        group: str = "default",
+        *,
+        table_prefix: str = "invresilience",
+    ) -> None:
+        self._group = check_namespace("group", group)
+        super().__init__(connection, table_prefix)
+        self._q = _membership_statements(table_prefix)
+
+    def __repr__(self) -> str:
+        return f"AsyncPostgresMembership({self._group!r}, table_prefix={self.table_prefix!r})"
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._group
+
+    def _schema(self) -> _Op[None]:
+        return _setup(
+            self._q.setup,
+            self._q.version,
+            f"{self.table_prefix}_membership",
+            MEMBERSHIP_SCHEMA_VERSION,
+        )
+
+    async def _apply(self, operation: str, op: MembershipOp) -> MembershipView:
+        check_membership_op(op)
+        where = f"{self!r}.{operation}"
+        async with self._locked():
+            try:
+                conn = await self._connection()
+                result = await _amembership_transact(conn, self._q, self._group, op, where)
+            except _DRIVER_ERRORS as exc:
+                raise _error(where, exc) from exc
+        return membership_result(self._group, op, result)
+
+    async def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`PostgresMembership.join`."""
+        return await self._apply(
+            "join",
+            MembershipOp(kind="join", member=member, token=token, weight=weight, lease=lease),
+        )
+
+    async def heartbeat(
+        self, member: str, token: str, *, lease: float, acked: int
+    ) -> MembershipView:
+        """See :meth:`PostgresMembership.heartbeat`."""
+        return await self._apply(
+            "heartbeat",
+            MembershipOp(kind="heartbeat", member=member, token=token, lease=lease, acked=acked),
+        )
+
+    async def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`PostgresMembership.leave`."""
+        return await self._apply("leave", MembershipOp(kind="leave", member=member, token=token))
+
+    async def view(self) -> MembershipView:
+        """See :meth:`PostgresMembership.view`."""
+        return await self._apply("view", MembershipOp(kind="view"))
+
+
 _URL_PASSWORD = re.compile(r"(?<=:)[^:@/]*(?=@)")
 _KV_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
@@ -2093,6 +2422,37 @@ class PostgresBackend:
         .. versionadded:: 0.1.0
         """
         store = AsyncPostgresDeadLetterStore(self.conninfo, queue, table_prefix=self.table_prefix)
+        self._async_stores.append(store)
+        return store
+
+    def membership(self, group: str) -> PostgresMembership:
+        """A new sync store for membership group *group*, closed by :meth:`close`.
+
+        Every store of one group (in any process) sees the same members.
+
+        Raises:
+            ConfigurationError: *group* is not 1 to 100 letters, digits or ``_.:-``.
+
+        .. versionadded:: 0.1.0
+        """
+        store = PostgresMembership(
+            self.conninfo, check_namespace("group", group), table_prefix=self.table_prefix
+        )
+        self._stores.append(store)
+        return store
+
+    def async_membership(self, group: str) -> AsyncPostgresMembership:
+        """A new async store for membership group *group* (it connects on its first call),
+        closed by :meth:`aclose`.
+
+        Raises:
+            ConfigurationError: *group* is invalid.
+
+        .. versionadded:: 0.1.0
+        """
+        store = AsyncPostgresMembership(
+            self.conninfo, check_namespace("group", group), table_prefix=self.table_prefix
+        )
         self._async_stores.append(store)
         return store
 
