@@ -7,6 +7,9 @@
 - :class:`SqliteDeadLetterStore` / :class:`AsyncSqliteDeadLetterStore` -- the letters of
   a dead-letter queue, a :class:`~invresilience.typing.DeadLetterStore` /
   :class:`~invresilience.typing.AsyncDeadLetterStore`.
+- :class:`SqliteMembership` / :class:`AsyncSqliteMembership` -- a group's members,
+  leases and versioned view, a :class:`~invresilience.typing.Membership` /
+  :class:`~invresilience.typing.AsyncMembership` for the processes of one host.
 - :class:`SqliteBackend` -- one database file, its URL and the stores (and dead-letter
   queues) made on it.
 
@@ -25,6 +28,13 @@ its eviction, the next sequence, the insert); ``list``, ``count``, ``stats``,
 ``replace`` and ``purge`` are one statement each, their ``WHERE`` built from the
 :class:`~invresilience.typing.LetterFilter` with parameters only.
 
+Membership: a group is one row holding the JSON document of
+:meth:`GroupState.dumps() <invresilience._core.membership.GroupState.dumps>`; each
+operation is one ``BEGIN IMMEDIATE`` transaction that reads it, applies the operation with
+:class:`~invresilience._core.membership.GroupState` (the rules the memory store runs) and
+writes it back when it changed. Leases are timed on the store clock's ``wall()``: a
+monotonic clock is not shared between processes.
+
 Schema
 ------
 
@@ -41,6 +51,7 @@ Tables named after *table_prefix* (``invresilience`` by default)::
                             PRIMARY KEY (queue, id)
     <prefix>_dead_letter_queues
                             queue TEXT PRIMARY KEY, last INTEGER, held INTEGER
+    <prefix>_membership     grp TEXT PRIMARY KEY, state TEXT (JSON)
 
 with the index ``<prefix>_idempotency_expires`` on ``(namespace, expires_at)`` for
 :meth:`~SqliteIdempotencyStore.purge_expired`, and on the letters a unique index on
@@ -54,7 +65,8 @@ file name) is kept as its ``surrogatepass`` encoding, in a BLOB, and read back a
 
 Each kind of store is a *component* of the schema, versioned in its own
 ``<prefix>_schema`` row: ``idempotency`` at :data:`SCHEMA_VERSION`,
-``dead_letters`` at :data:`DEAD_LETTER_SCHEMA_VERSION`. The first store of a kind to
+``dead_letters`` at :data:`DEAD_LETTER_SCHEMA_VERSION`, ``membership`` at
+:data:`MEMBERSHIP_SCHEMA_VERSION`. The first store of a kind to
 open a database creates (or brings up to date) that component's tables, so a file
 written before dead letters existed gains their tables when a dead-letter store first
 opens it. A database recording a component at a version newer than this code knows is
@@ -102,6 +114,7 @@ from typing_extensions import final
 from .._clock import SYSTEM_CLOCK
 from .._core import idempotency as rules
 from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
+from .._core.membership import GroupState, MembershipOp
 from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from ..exceptions import (
     BackendError,
@@ -117,9 +130,11 @@ from ._common import (
     check_letter,
     check_limit,
     check_max_letters,
+    check_membership_op,
     check_namespace,
     check_ttl,
     lost,
+    membership_result,
 )
 
 if TYPE_CHECKING:
@@ -128,16 +143,20 @@ if TYPE_CHECKING:
 
     from .._core.dlq import LetterFilter
     from .._core.idempotency import Claim, Lease, Record
+    from .._core.membership import MembershipView
     from ..typing import Clock
 
 __all__ = [
     "DEAD_LETTER_SCHEMA_VERSION",
+    "MEMBERSHIP_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "AsyncSqliteDeadLetterStore",
     "AsyncSqliteIdempotencyStore",
+    "AsyncSqliteMembership",
     "SqliteBackend",
     "SqliteDeadLetterStore",
     "SqliteIdempotencyStore",
+    "SqliteMembership",
     "SqliteTransaction",
 ]
 
@@ -147,11 +166,15 @@ SCHEMA_VERSION: Final = 1
 #: The version of the dead-letter tables this code writes (``<prefix>_schema`` row
 #: ``dead_letters``).
 DEAD_LETTER_SCHEMA_VERSION: Final = 1
+#: The version of the membership table this code writes (``<prefix>_schema`` row
+#: ``membership``).
+MEMBERSHIP_SCHEMA_VERSION: Final = 1
 
 _Durability = Literal["normal", "full"]
 
 _IDEMPOTENCY: Final = "idempotency"
 _DEAD_LETTERS: Final = "dead_letters"
+_MEMBERSHIP: Final = "membership"
 _MEMORY: Final = ":memory:"
 _URL_PREFIX: Final = "sqlite:///"
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\Z")
@@ -235,8 +258,21 @@ _MIGRATIONS: Final[dict[str, tuple[tuple[str, ...], ...]]] = {
                 END""",
         ),
     ),
+    _MEMBERSHIP: (
+        (
+            # One row per group: its GroupState as JSON (ASCII: json.dumps escapes the rest).
+            """CREATE TABLE IF NOT EXISTS "{p}_membership" (
+                grp TEXT PRIMARY KEY,
+                state TEXT NOT NULL
+            )""",
+        ),
+    ),
 }
-_VERSIONS: Final = {_IDEMPOTENCY: SCHEMA_VERSION, _DEAD_LETTERS: DEAD_LETTER_SCHEMA_VERSION}
+_VERSIONS: Final = {
+    _IDEMPOTENCY: SCHEMA_VERSION,
+    _DEAD_LETTERS: DEAD_LETTER_SCHEMA_VERSION,
+    _MEMBERSHIP: MEMBERSHIP_SCHEMA_VERSION,
+}
 
 
 # -- argument checks ----------------------------------------------------------------------------
@@ -1561,6 +1597,250 @@ class AsyncSqliteDeadLetterStore:
         await asyncio.to_thread(self.store.close)
 
 
+# -- membership ---------------------------------------------------------------------------------
+
+
+@final
+class SqliteMembership:
+    """A :class:`~invresilience.typing.Membership` in an SQLite database file.
+
+    The group is a row of ``<prefix>_membership`` holding its
+    :class:`~invresilience._core.membership.GroupState` as JSON; each operation is one
+    ``BEGIN IMMEDIATE`` transaction that reads the row, applies the operation at the
+    clock's ``wall()`` and writes the row back. Any number of stores, in any number of
+    processes on one host, may share a group: their operations take turns on the
+    database's write lock. The store holds one connection, shared by its threads under a
+    lock.
+
+    Use it as a context manager to close it at the end of a block.
+
+    Args:
+        path: The database file, created if missing (its directory must exist), or
+            ``":memory:"`` for a private database that lives as long as this store.
+        group: The group's name (1 to 100 letters, digits or ``_.:-``).
+        table_prefix: Prepended to the table names (an SQL identifier of at most 41
+            characters).
+        durability: ``"normal"`` (``synchronous=NORMAL``: safe from process crashes) or
+            ``"full"`` (``synchronous=FULL``: every commit synced to disk).
+        busy_timeout: Seconds to wait for another connection's write to finish before
+            raising :exc:`~invresilience.exceptions.BackendUnavailableError`.
+        clock: Times the leases, on its ``wall()`` (seconds since the epoch, which every
+            process on the host shares).
+
+    Raises:
+        ConfigurationError: An argument is invalid.
+        BackendUnavailableError: The database stayed locked while the store opened it.
+        BackendError: The database could not be opened, or records a newer schema.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        group: str = "default",
+        *,
+        table_prefix: str = "invresilience",
+        durability: _Durability = "normal",
+        busy_timeout: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        name = type(self).__name__
+        self.path = _check_path(f"{name}.path", path)
+        self._group = check_namespace("group", group)
+        self.table_prefix = _check_prefix(f"{name}.table_prefix", table_prefix)
+        self.durability = _check_durability(f"{name}.durability", durability)
+        self.busy_timeout = _check_busy_timeout(f"{name}.busy_timeout", busy_timeout)
+        self.clock = clock
+        table = f'"{self.table_prefix}_membership"'
+        self._select = f"SELECT state FROM {table} WHERE grp = ?"
+        self._write = f"INSERT OR REPLACE INTO {table} (grp, state) VALUES (?, ?)"
+        self._db = _Database(
+            repr(self),
+            self.path,
+            self.table_prefix,
+            self.durability,
+            self.busy_timeout,
+            _MEMBERSHIP,
+        )
+
+    def __repr__(self) -> str:
+        return f"SqliteMembership({self.path!r}, group={self._group!r})"
+
+    def __enter__(self) -> SqliteMembership:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self._group
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called.
+
+        .. versionadded:: 0.1.0
+        """
+        return self._db.closed
+
+    def _apply(self, operation: str, op: MembershipOp) -> MembershipView:
+        check_membership_op(op)
+        with self._db.immediate(operation) as connection:
+            row = connection.execute(self._select, (self._group,)).fetchone()
+            stored = None if row is None else row[0]
+            try:
+                state = GroupState.loads(self._group, stored)
+            except ValueError as exc:
+                raise BackendError(f"{self!r}.{operation}: {exc}") from exc
+            result = state.apply(op, self.clock.wall())
+            after = state.dumps()
+            if after != (GroupState(self._group).dumps() if stored is None else stored):
+                connection.execute(self._write, (self._group, after))
+        return membership_result(self._group, op, result)
+
+    def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.join`.
+
+        Raises:
+            MembershipConflictError: *member* is live under another token.
+            ConfigurationError: An argument is invalid.
+            BackendUnavailableError: The database stayed locked past *busy_timeout*.
+            BackendError: SQLite failed otherwise, the stored document is malformed, or
+                the store is closed.
+        """
+        return self._apply(
+            "join",
+            MembershipOp(kind="join", member=member, token=token, weight=weight, lease=lease),
+        )
+
+    def heartbeat(self, member: str, token: str, *, lease: float, acked: int) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.heartbeat`."""
+        return self._apply(
+            "heartbeat",
+            MembershipOp(kind="heartbeat", member=member, token=token, lease=lease, acked=acked),
+        )
+
+    def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.leave`."""
+        return self._apply("leave", MembershipOp(kind="leave", member=member, token=token))
+
+    def view(self) -> MembershipView:
+        """See :meth:`~invresilience.typing.Membership.view`."""
+        return self._apply("view", MembershipOp(kind="view"))
+
+    def close(self) -> None:
+        """Close the connection (waiting for a running operation); calling it again is a no-op.
+
+        .. versionadded:: 0.1.0
+        """
+        self._db.close()
+
+
+@final
+class AsyncSqliteMembership:
+    """The async twin of :class:`SqliteMembership`: its calls run in worker threads.
+
+    Each method runs the sync store's method through :func:`asyncio.to_thread`, so the
+    event loop never waits on the disk or on another process's lock.
+
+    Args:
+        path: As for :class:`SqliteMembership`; opens a new store (the constructor opens
+            the database, a short blocking call).
+        group: As for :class:`SqliteMembership`.
+        store: An open sync store to run instead of *path*; the other arguments are then
+            not used.
+        table_prefix: As for :class:`SqliteMembership`.
+        durability: As for :class:`SqliteMembership`.
+        busy_timeout: As for :class:`SqliteMembership`.
+        clock: As for :class:`SqliteMembership`.
+
+    Raises:
+        ConfigurationError: Neither or both of *path* and *store* were given, or an
+            argument is invalid.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        group: str = "default",
+        *,
+        store: SqliteMembership | None = None,
+        table_prefix: str = "invresilience",
+        durability: _Durability = "normal",
+        busy_timeout: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if (path is None) == (store is None):
+            raise ConfigurationError(
+                "AsyncSqliteMembership.path", path, "and store: give exactly one of them"
+            )
+        if store is None:
+            assert path is not None
+            store = SqliteMembership(
+                path,
+                group,
+                table_prefix=table_prefix,
+                durability=durability,
+                busy_timeout=busy_timeout,
+                clock=clock,
+            )
+        #: The sync store doing the work.
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"AsyncSqliteMembership({self.store!r})"
+
+    async def __aenter__(self) -> AsyncSqliteMembership:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def group(self) -> str:
+        """The group's name."""
+        return self.store.group
+
+    async def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
+        """See :meth:`SqliteMembership.join`."""
+        return await asyncio.to_thread(self.store.join, member, token, weight=weight, lease=lease)
+
+    async def heartbeat(
+        self, member: str, token: str, *, lease: float, acked: int
+    ) -> MembershipView:
+        """See :meth:`SqliteMembership.heartbeat`."""
+        return await asyncio.to_thread(
+            self.store.heartbeat, member, token, lease=lease, acked=acked
+        )
+
+    async def leave(self, member: str, token: str) -> MembershipView:
+        """See :meth:`SqliteMembership.leave`."""
+        return await asyncio.to_thread(self.store.leave, member, token)
+
+    async def view(self) -> MembershipView:
+        """See :meth:`SqliteMembership.view`."""
+        return await asyncio.to_thread(self.store.view)
+
+    async def close(self) -> None:
+        """Close the sync store (whether this object opened it or was given it)."""
+        await asyncio.to_thread(self.store.close)
+
+
 # -- the backend --------------------------------------------------------------------------------
 
 
@@ -1568,12 +1848,12 @@ class AsyncSqliteDeadLetterStore:
 class SqliteBackend:
     """One SQLite database file and the stores made on it.
 
-    Each :meth:`idempotency_store` or :meth:`dead_letter_store` call opens a new store
-    (a new connection) on the file, except on ``":memory:"``, where a connection *is*
-    the database: there each namespace's (or queue's) store is made once and shared, by
-    the sync and async views alike (closing it, or a dead-letter queue over it, drops
-    its records: the next call starts an empty one). :meth:`close` closes every store
-    this backend made.
+    Each :meth:`idempotency_store`, :meth:`dead_letter_store` or :meth:`membership` call
+    opens a new store (a new connection) on the file, except on ``":memory:"``, where a
+    connection *is* the database: there each namespace's (queue's, group's) store is made
+    once and shared, by the sync and async views alike (closing it, or a dead-letter queue
+    over it, drops its records: the next call starts an empty one). :meth:`close` closes
+    every store this backend made.
 
     Args:
         path: The database file, or ``":memory:"``.
@@ -1603,11 +1883,12 @@ class SqliteBackend:
         self.url = f"{_URL_PREFIX}{self.path}{query}"
         self._lock = threading.Lock()
         self._closed = False
-        self._stores: weakref.WeakSet[SqliteIdempotencyStore | SqliteDeadLetterStore] = (
-            weakref.WeakSet()
-        )
+        self._stores: weakref.WeakSet[
+            SqliteIdempotencyStore | SqliteDeadLetterStore | SqliteMembership
+        ] = weakref.WeakSet()
         self._shared: dict[str, SqliteIdempotencyStore] = {}
         self._shared_letters: dict[str, SqliteDeadLetterStore] = {}
+        self._shared_groups: dict[str, SqliteMembership] = {}
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock = SYSTEM_CLOCK) -> SqliteBackend:
@@ -1732,6 +2013,48 @@ class SqliteBackend:
         """
         return AsyncSqliteDeadLetterStore(store=self.dead_letter_store(queue))
 
+    def membership(self, group: str) -> SqliteMembership:
+        """The membership store of *group* on this database, leases on the backend's clock.
+
+        Every store of one group (in any process on the host) sees the same members.
+
+        Raises:
+            ConfigurationError: *group* is not 1 to 100 letters, digits or ``_.:-``.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        check_namespace("group", group)
+        with self._lock:
+            if self._closed:
+                raise BackendError(f"{self!r} is closed")
+            if self.path != _MEMORY:
+                store = SqliteMembership(
+                    self.path, group, durability=self.durability, clock=self.clock
+                )
+                self._stores.add(store)
+                return store
+            shared = self._shared_groups.get(group)
+            if shared is None or shared.closed:
+                shared = SqliteMembership(
+                    self.path, group, durability=self.durability, clock=self.clock
+                )
+                self._shared_groups[group] = shared
+            return shared
+
+    def async_membership(self, group: str) -> AsyncSqliteMembership:
+        """The async membership store of *group*, over :meth:`membership`.
+
+        Raises:
+            ConfigurationError: *group* is invalid.
+            BackendUnavailableError: The database stayed locked while opening it.
+            BackendError: The database could not be opened, or the backend is closed.
+
+        .. versionadded:: 0.1.0
+        """
+        return AsyncSqliteMembership(store=self.membership(group))
+
     def dead_letter_queue(self, queue: str, **options: Any) -> DeadLetterQueue:
         """A :class:`~invresilience.DeadLetterQueue` over :meth:`dead_letter_store`.
 
@@ -1770,9 +2093,15 @@ class SqliteBackend:
         """
         with self._lock:
             self._closed = True
-            stores = [*self._stores, *self._shared.values(), *self._shared_letters.values()]
+            stores = [
+                *self._stores,
+                *self._shared.values(),
+                *self._shared_letters.values(),
+                *self._shared_groups.values(),
+            ]
             self._stores.clear()
             self._shared.clear()
             self._shared_letters.clear()
+            self._shared_groups.clear()
         for store in stores:
             store.close()
