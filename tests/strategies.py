@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import strategies as st
 
 import invresilience as ir
@@ -34,3 +36,38 @@ def backoffs(draw: st.DrawFn) -> ir.Backoff:
         multiplier=draw(multipliers),
         jitter=jitter,  # type: ignore[arg-type]
     )
+
+
+# -- shard routers --------------------------------------------------------------------------
+
+#: Keys a router accepts: text (no lone surrogates), bytes and ints of any size.
+shard_keys = st.one_of(
+    st.text(max_size=12),
+    st.binary(max_size=12),
+    st.integers(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+)
+#: Node names: short, so that draws collide and exercise "already a node" paths.
+node_names = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
+#: Weights a SlotRouter keeps within one slot of their share (no share below one slot).
+node_weights = st.sampled_from([0.5, 1.0, 1.0, 1.5, 2.0, 3.0, 4.0])
+
+
+def weighted_nodes(min_size: int = 1, max_size: int = 8) -> st.SearchStrategy[dict[str, float]]:
+    """A mapping of distinct node names to weights."""
+    return st.dictionaries(node_names, node_weights, min_size=min_size, max_size=max_size)
+
+
+@st.composite
+def range_boundaries(draw: st.DrawFn) -> list[Any]:
+    """Strictly increasing RangeRouter boundaries, all int, all str or all bytes."""
+    elements: st.SearchStrategy[Any] = draw(
+        st.sampled_from(
+            [
+                st.integers(min_value=-1000, max_value=1000),
+                st.text(alphabet="abcz", max_size=3),
+                st.binary(max_size=2),
+            ]
+        )
+    )
+    return sorted(draw(st.sets(elements, max_size=8)))
