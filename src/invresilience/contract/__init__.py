@@ -11,6 +11,10 @@ pytest collects once you subclass it under a ``Test...`` name:
   (their ``make_store(queue)`` takes the queue's name: see :mod:`invresilience.contract.dlq`);
 - :class:`IdempotencyStoreContract` checks an :class:`~invresilience.typing.IdempotencyStore`,
   :class:`AsyncIdempotencyStoreContract` an :class:`~invresilience.typing.AsyncIdempotencyStore`;
+- :class:`MembershipContract` checks a :class:`~invresilience.typing.Membership`,
+  :class:`AsyncMembershipContract` an :class:`~invresilience.typing.AsyncMembership`
+  (their ``make_membership(group)`` takes a group's name, and ``expire(seconds)`` lets
+  leases run out: see :mod:`invresilience.contract.membership`);
 - :class:`RateLimitStoreContract` checks a :class:`~invresilience.typing.RateLimitStore`,
   :class:`AsyncRateLimitStoreContract` an :class:`~invresilience.typing.AsyncRateLimitStore`.
 
@@ -68,15 +72,18 @@ from __future__ import annotations
 from .breaker import AsyncBreakerStoreContract, BreakerStoreContract
 from .dlq import AsyncDeadLetterStoreContract, DeadLetterStoreContract
 from .idempotency import AsyncIdempotencyStoreContract, IdempotencyStoreContract
+from .membership import AsyncMembershipContract, MembershipContract
 from .ratelimit import AsyncRateLimitStoreContract, RateLimitStoreContract
 
 __all__ = [
     "AsyncBreakerStoreContract",
     "AsyncDeadLetterStoreContract",
     "AsyncIdempotencyStoreContract",
+    "AsyncMembershipContract",
     "AsyncRateLimitStoreContract",
     "BreakerStoreContract",
     "DeadLetterStoreContract",
     "IdempotencyStoreContract",
+    "MembershipContract",
     "RateLimitStoreContract",
 ]
