@@ -151,6 +151,10 @@ a Lua copy of them), then ``MULTI``, ``SET`` (only when the document changed) an
 then starts over, up to :data:`MEMBERSHIP_ATTEMPTS` times. Lease ends are seconds of the
 server's ``TIME``, so workers whose clocks disagree still agree on when a lease runs out.
 The key never expires: the version must never go back, even once every member has left.
+A Redis that restarts without persistence loses the key all the same, and forgets
+members that may still be acting; so a group found without its key starts with a quiet
+period of one lease (:attr:`MembershipView.quiet_for
+<invresilience.MembershipView.quiet_for>`), in which no member owns anything.
 
 .. versionadded:: 0.1.0
 """
@@ -2087,7 +2091,8 @@ def _membership_step(
     """Apply *op* to the stored document at the server's *time*: the result, and the
     document to write (``None`` when it did not change)."""
     try:
-        state = GroupState.loads(group, stored)
+        # Guarded: a key found missing may have been lost (a restart without persistence).
+        state = GroupState.loads(group, stored, guarded=True)
     except ValueError as exc:
         raise BackendError(f"{where}: {exc}") from exc
     before = GroupState(group).dumps() if stored is None else stored.decode("utf-8")
@@ -2112,7 +2117,8 @@ class RedisMembership:
     applies the operation at the server's ``TIME`` and writes it back in one optimistic
     ``WATCH`` / ``MULTI`` / ``EXEC`` transaction, starting over when another client wrote
     the key in between (the module documentation describes the key). Leases are measured
-    on the server's clock.
+    on the server's clock. A group found without its key (new, or lost by a restart
+    without persistence) starts with one lease of quiet.
 
     The store does not own *client*: :meth:`close` leaves it open.
 
