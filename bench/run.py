@@ -39,6 +39,7 @@ import bench_breaker
 import bench_dlq
 import bench_idempotency
 import bench_retry
+import bench_sharding
 from _harness import BASELINE, Case, Gap, Result, Runner
 
 if TYPE_CHECKING:
@@ -132,6 +133,19 @@ BENCHES = (
         bench_dlq.BASELINE_LABELS,
         bench_dlq.teardown,
         bench_dlq.PER_ITEM,
+    ),
+    Bench(
+        "sharding",
+        bench_sharding.TITLE,
+        bench_sharding.LIBRARIES,
+        bench_sharding.build_cases,
+        bench_sharding.check_cases,
+        bench_sharding.BUDGETS,
+        bench_sharding.NOTES,
+        bench_sharding.GAPS,
+        bench_sharding.BASELINE_LABELS,
+        bench_sharding.teardown,
+        bench_sharding.PER_ITEM,
     ),
 )
 
