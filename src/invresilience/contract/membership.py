@@ -6,7 +6,9 @@ the inherited ``test_*`` methods check every rule :class:`~invresilience.ShardAs
 relies on: each join, leave, lease expiry and weight change bumps the version exactly once,
 renewals and heartbeats bump nothing, a live name cannot be taken by another incarnation,
 stale tokens change nothing, ``acked`` is capped at the current version and never goes
-back, and the history holds exactly the versions some live member may still act on.
+back, the history holds exactly the versions some live member may still act on, and a
+quiet period (:attr:`~invresilience._core.membership.MembershipView.quiet_for`), if the
+store starts one, lasts at most one lease.
 
 ``make_membership(group)`` (a coroutine in the async suite) is called with a fresh group
 name for every check, and again, with the same name or another, when a check needs a
@@ -178,6 +180,14 @@ def _expect_left(left: object, lease: float, what: str) -> None:
         raise AssertionError(f"{what}: expected seconds in (0, {lease!r}], got {left!r}")
 
 
+def _expect_quiet(view: MembershipView, lease: float, what: str) -> None:
+    """*view*'s quiet period is at most one lease (a store that can lose its data starts
+    a group it finds empty with one; the others never have one)."""
+    quiet: object = view.quiet_for  # a user's store may put anything there
+    if not (isinstance(quiet, (int, float)) and 0 <= quiet <= lease + ROUNDING):
+        raise AssertionError(f"{what}: expected seconds in [0, {lease!r}], got {quiet!r}")
+
+
 async def _raises_config(awaitable: Awaitable[Any], what: str) -> None:
     try:
         await awaitable
@@ -202,6 +212,7 @@ async def _a_join_adds_the_member_and_bumps_once(h: _Harness) -> None:
     _expect(h.group, view.group, "join: group")
     # A new member acts on the view its join returned: acked is that version.
     _expect_view(view, 1, {"a": (1.5, 1)}, "join(a)", history={}, lease=h.lease)
+    _expect_quiet(view, h.lease, "join(a): quiet_for")
     _expect_view(await h.membership.view(), 1, {"a": (1.5, 1)}, "view() after join(a)")
 
 
@@ -220,7 +231,9 @@ async def _a_join_with_the_same_token_renews_without_a_bump(h: _Harness) -> None
     view = await h.membership.join("a", token, weight=1.0, lease=h.lease)
     _expect_view(view, 1, {"a": (1.0, 1)}, "join(a) again with its token", lease=h.lease)
     await h.wait(0.6)  # 1.2 leases after the first join, 0.6 after the renewal
-    _expect_view(await h.membership.view(), 1, {"a": (1.0, 1)}, "a lease renewed by join")
+    view = await h.membership.view()
+    _expect_view(view, 1, {"a": (1.0, 1)}, "a lease renewed by join")
+    _expect(0.0, view.quiet_for, "quiet_for a lease after the first join")
 
 
 async def _a_weight_change_bumps_once(h: _Harness) -> None:
