@@ -2095,10 +2095,10 @@ def _membership_step(
         state = GroupState.loads(group, stored, guarded=True)
     except ValueError as exc:
         raise BackendError(f"{where}: {exc}") from exc
-    before = GroupState(group).dumps() if stored is None else stored.decode("utf-8")
+    before = GroupState(group).dumps().encode() if stored is None else stored
     result = state.apply(op, int(time[0]) + int(time[1]) / 1_000_000)
     after = state.dumps()
-    return result, None if after == before else after
+    return result, None if after.encode() == before else after
 
 
 def _gave_up(where: str, group: str) -> BackendError:
