@@ -104,8 +104,7 @@ any letter, the order an add takes them in, so they never deadlock with one (and
 waits for a purge of its queue to finish).
 
 A membership group is one row of ``{prefix}_membership`` holding the JSON document of
-:meth:`GroupState.dumps() <invresilience._core.membership.GroupState.dumps>`. Each
-operation is one transaction of two round trips: ``INSERT ... ON CONFLICT DO NOTHING`` (a
+``GroupState.dumps()``. Each operation is one transaction of two round trips: ``INSERT ... ON CONFLICT DO NOTHING`` (a
 group's first operation makes its row) and ``SELECT ... FOR UPDATE`` with the server's time,
 pipelined; the client applies the operation with
 :class:`~invresilience._core.membership.GroupState` (the rules the memory store runs);

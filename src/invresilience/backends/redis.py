@@ -141,10 +141,9 @@ Membership keys
 
 Group *group* under *prefix* (``invresilience`` by default, and :class:`RedisBackend`'s
 prefix) is one string, ``<prefix>:{<group>}:membership``, holding the JSON document of
-:meth:`GroupState.dumps() <invresilience._core.membership.GroupState.dumps>`: the version,
-each live member's weight, acked version, lease end and token, and the kept history.
-Each operation is an optimistic transaction: ``WATCH`` the key, ``GET`` it, read the
-server's ``TIME``, apply the operation with
+``GroupState.dumps()``: the version, each live member's weight, acked version, lease end
+and token, and the kept history. Each operation is an optimistic transaction: ``WATCH``
+the key, ``GET`` it, read the server's ``TIME``, apply the operation with
 :class:`~invresilience._core.membership.GroupState` (the rules the memory store runs, not
 a Lua copy of them), then ``MULTI``, ``SET`` (only when the document changed) and
 ``EXEC``, which fails if another client wrote the key since the ``WATCH``; the operation
@@ -153,8 +152,7 @@ server's ``TIME``, so workers whose clocks disagree still agree on when a lease 
 The key never expires: the version must never go back, even once every member has left.
 A Redis that restarts without persistence loses the key all the same, and forgets
 members that may still be acting; so a group found without its key starts with a quiet
-period of one lease (:attr:`MembershipView.quiet_for
-<invresilience.MembershipView.quiet_for>`), in which no member owns anything.
+period of one lease (the view's ``quiet_for``), in which no member owns anything.
 
 .. versionadded:: 0.1.0
 """

@@ -28,9 +28,8 @@ its eviction, the next sequence, the insert); ``list``, ``count``, ``stats``,
 ``replace`` and ``purge`` are one statement each, their ``WHERE`` built from the
 :class:`~invresilience.typing.LetterFilter` with parameters only.
 
-Membership: a group is one row holding the JSON document of
-:meth:`GroupState.dumps() <invresilience._core.membership.GroupState.dumps>`; each
-operation is one ``BEGIN IMMEDIATE`` transaction that reads it, applies the operation with
+Membership: a group is one row holding the JSON document of ``GroupState.dumps()``;
+each operation is one ``BEGIN IMMEDIATE`` transaction that reads it, applies the operation with
 :class:`~invresilience._core.membership.GroupState` (the rules the memory store runs) and
 writes it back when it changed. Leases are timed on the store clock's ``wall()``: a
 monotonic clock is not shared between processes.
