@@ -25,7 +25,13 @@ from typing_extensions import Self, final
 from . import _events
 from ._clock import SystemClock
 from ._config import seconds
-from ._core.membership import Member, MembershipView, changes_between, may_own
+from ._core.membership import (
+    Member,
+    MembershipView,
+    changes_between,
+    incarnation_of,
+    may_own,
+)
 from ._core.sharding import (
     HASH_NAME,
     MASK64,
@@ -596,16 +602,20 @@ class RangeRouter:
         Raises:
             ConfigurationError: *at* is already a boundary or has the wrong type.
         """
+        self._check_kind("RangeRouter.split", at)
         if at in self._boundaries:
             raise ConfigurationError("RangeRouter.split", at, "is already a boundary")
-        if self._type is not None and _range_kind(at) is not self._type:
-            raise ConfigurationError(
-                "RangeRouter.split", at, f"must be a {self._type.__name__} like the boundaries"
-            )
         index = bisect.bisect_right(self._boundaries, at)
         bounds = [*self._boundaries[:index], at, *self._boundaries[index:]]
         nodes = [*self._nodes[: index + 1], node, *self._nodes[index + 1 :]]
         return RangeRouter(bounds, nodes)
+
+    def _check_kind(self, field: str, value: object) -> None:
+        # Checked before any `in` test: True == 1 == 1.0 would otherwise find boundary 1.
+        kind = _range_kind(value)
+        if kind is None or (self._type is not None and kind is not self._type):
+            expected = "an int, str or bytes" if self._type is None else f"a {self._type.__name__}"
+            raise ConfigurationError(field, value, f"must be {expected} like the boundaries")
 
     def merge(self, boundary: RangeKey) -> RangeRouter:
         """A router without *boundary*: the range above it joins the one below (and its node).
@@ -613,6 +623,7 @@ class RangeRouter:
         Raises:
             ConfigurationError: *boundary* is not a boundary.
         """
+        self._check_kind("RangeRouter.merge", boundary)
         if boundary not in self._boundaries:
             raise ConfigurationError(
                 "RangeRouter.merge",
@@ -897,6 +908,7 @@ class _Ownership:
         self.lease = float(lease)
         self.interval = float(beat)
         self.token = uuid.uuid4().hex
+        self.incarnation = incarnation_of(self.token)
         self._factory = router
         self._clock = clock
         # Replaced whole, so that owns() never sees a view with another view's deadline.
@@ -919,7 +931,11 @@ class _Ownership:
         # the store's reading, so it ends last.
         not_before = self._clock.monotonic() + view.quiet_for if view.quiet_for > 0 else -math.inf
         old = self._state.view
-        live = self.member in view.members
+        # The name alone is not enough: after this worker's lease ran out, a newer process
+        # may hold it; heartbeats under a stale token are ignored, so only the incarnation
+        # tells.
+        holder = view.members.get(self.member)
+        live = holder is not None and holder.incarnation in (self.incarnation, "")
         deadline = sent_at + self.lease * (1 - _DRIFT) if live else -math.inf
         routers: dict[int, tuple[Mapping[str, float], Router[str] | None]] = {}
         for version in (*view.history, view.version):

@@ -29,6 +29,7 @@ nobody owns anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias
@@ -44,6 +45,7 @@ __all__ = [
     "MembershipOp",
     "MembershipView",
     "changes_between",
+    "incarnation_of",
     "may_own",
 ]
 
@@ -64,7 +66,10 @@ class Member:
         weight: Its routing weight (``1.0`` unless it joined with another).
         acked: The newest membership version it has confirmed acting on.
         expires_in: Seconds left on its lease when the view was read (on the store's
-            clock), or ``None`` for members that hold no lease (:class:`StaticMembership`).
+            clock), or ``None`` for members that hold no lease
+            (:class:`~invresilience.StaticMembership`).
+        incarnation: Which join holds the name: :func:`incarnation_of` the joining token
+            (a digest, so members do not learn each other's tokens); empty for static members.
 
     .. versionadded:: 0.1.0
     """
@@ -73,6 +78,7 @@ class Member:
     weight: float = 1.0
     acked: int = 0
     expires_in: float | None = None
+    incarnation: str = ""
 
 
 @final
@@ -135,6 +141,15 @@ class MembershipView:
 
     def __contains__(self, member: object) -> bool:
         return member in self.members
+
+
+def incarnation_of(token: str) -> str:
+    """The public digest of a member's token that :attr:`Member.incarnation` shows.
+
+    A worker compares it with its own to tell whether the name in a view is still its own,
+    or was taken by a newer process after its lease ran out.
+    """
+    return hashlib.blake2b(token.encode(), digest_size=8).hexdigest()
 
 
 def changes_between(older: MembershipView | None, newer: MembershipView) -> list[MembershipChange]:
@@ -365,7 +380,13 @@ class GroupState:
         for version in [v for v in self._history if v < oldest or v > self.version]:
             del self._history[version]
         members = {
-            name: Member(name=name, weight=e.weight, acked=e.acked, expires_in=e.expires_at - now)
+            name: Member(
+                name=name,
+                weight=e.weight,
+                acked=e.acked,
+                expires_in=e.expires_at - now,
+                incarnation=incarnation_of(e.token),
+            )
             for name, e in sorted(self._members.items())
         }
         history = {v: dict(w) for v, w in self._history.items() if v < self.version}

@@ -63,7 +63,7 @@ _C1: Final = 0xBF58476D1CE4E5B9
 _C2: Final = 0x94D049BB133111EB
 _GOLDEN: Final = 0x9E3779B97F4A7C15
 _JUMP_MULTIPLIER: Final = 2862933555777941757
-_TWO_POW_53: Final = float(1 << 53)
+_TWO_POW_52: Final = float(1 << 52)
 _STR_TAGGED: Final = blake2b(b"s", digest_size=8)
 
 
@@ -134,12 +134,16 @@ def stable_hash(key: ShardKey, *, version: int = HASH_VERSION) -> int:
 
 
 def tagged_hash(tag: bytes, *parts: bytes) -> int:
-    """A 64-bit hash of internal material under a tag no user key can carry.
+    """A 64-bit hash of internal material that no user key's encoding can equal.
 
-    User keys are tagged ``s``, ``b`` or ``i``; internal uses (node seeds, hot-key chunks)
-    pass a longer tag, so they can never collide with a key's encoding.
+    User keys encode to ``s``, ``b`` or ``i`` followed by their body; internal material
+    (node seeds, hot-key chunks) starts with a NUL byte, then the tag and each part with
+    its length, so it can collide neither with a key nor with other material.
     """
-    data = b"\x00".join((tag, *parts))
+    pieces = [b"\x00", len(tag).to_bytes(4, "big"), tag]
+    for part in parts:
+        pieces += (len(part).to_bytes(4, "big"), part)
+    data = b"".join(pieces)
     return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
 
 
@@ -151,8 +155,12 @@ def mix64(value: int) -> int:
 
 
 def unit_float(value: int) -> float:
-    """Map a 64-bit integer to a float in the open interval (0, 1) using its top 53 bits."""
-    return ((value >> 11) + 0.5) / _TWO_POW_53
+    """Map a 64-bit integer to a float in the open interval (0, 1) using its top 52 bits.
+
+    52, not 53: ``(2**53 - 1 + 0.5) / 2**53`` is not representable and rounds to 1.0,
+    while every ``(k + 0.5) / 2**52`` is exact and strictly inside the interval.
+    """
+    return ((value >> 12) + 0.5) / _TWO_POW_52
 
 
 def probe(hashed: int, attempt: int) -> int:
@@ -187,7 +195,11 @@ def jump(hashed: int, buckets: int) -> int:
 
 
 def quotas(weights: Mapping[str, float], slots: int) -> dict[str, int]:
-    """Largest-remainder apportionment of *slots* to nodes by weight; ties by node name."""
+    """Largest-remainder apportionment of *slots* to nodes by weight; ties by node name.
+
+    Every node gets at least one slot (taken from the node furthest over its share), so a
+    very light node is still a node; *slots* must be at least the number of nodes.
+    """
     total = math.fsum(weights.values())
     ideal = {node: slots * weight / total for node, weight in weights.items()}
     counts = {node: int(share) for node, share in ideal.items()}
@@ -195,6 +207,13 @@ def quotas(weights: Mapping[str, float], slots: int) -> dict[str, int]:
     by_remainder = sorted(ideal, key=lambda node: (-(ideal[node] - counts[node]), node))
     for node in by_remainder[:left]:
         counts[node] += 1
+    for node in sorted(node for node, count in counts.items() if count == 0):
+        donor = max(
+            (other for other in counts if counts[other] > 1),
+            key=lambda other: (counts[other] - ideal[other], other),
+        )
+        counts[donor] -= 1
+        counts[node] = 1
     return counts
 
 
@@ -264,7 +283,7 @@ def _give(
     """Move *count* of *giver*'s slots (highest first), each to the receiver most under its share."""
     heap = [(len(held.get(node, ())) - share, node) for node, share in receivers.items()]
     heapq.heapify(heap)
-    mine = held[giver]
+    mine = held.get(giver, [])
     for _ in range(count):
         _, node = heapq.heappop(heap)
         index = mine.pop()
