@@ -1,27 +1,28 @@
 """The conformance suite for :class:`~invresilience.typing.Membership` and its async twin.
 
-Subclass :class:`MembershipContract` (or :class:`AsyncMembershipContract`) in a test module
-under a name pytest collects (``Test...``) and say how to make the store of a given group;
-the inherited ``test_*`` methods check every rule :class:`~invresilience.ShardAssignment`
-relies on: each join, leave, lease expiry and weight change bumps the version exactly once,
-renewals and heartbeats bump nothing, a live name cannot be taken by another incarnation,
-stale tokens change nothing, ``acked`` is capped at the current version and never goes
-back, the history holds exactly the versions some live member may still act on, and a
-quiet period (:attr:`~invresilience._core.membership.MembershipView.quiet_for`), if the
-store starts one, lasts at most one lease.
+Subclass :class:`~invresilience.contract.MembershipContract` (or
+:class:`~invresilience.contract.AsyncMembershipContract`) in a test module under a name
+pytest collects (``Test...``) and say how to make the store of a given group; the inherited
+``test_*`` methods check every rule :class:`~invresilience.ShardAssignment` relies on: each
+join, leave, lease expiry and weight change bumps the version exactly once, renewals and
+heartbeats bump nothing, a live name cannot be taken by another incarnation, stale tokens
+change nothing, ``acked`` is capped at the current version and never goes back, the history
+holds exactly the versions some live member may still act on, and a quiet period
+(:attr:`~invresilience.typing.MembershipView.quiet_for`), if the store starts one, lasts at
+most one lease.
 
 ``make_membership(group)`` (a coroutine in the async suite) is called with a fresh group
 name for every check, and again, with the same name or another, when a check needs a
 second store: make them all on one backend (the same file, server and prefix), so that two
 stores of one group share its members and two groups share nothing.
 
-Leases are kept on the store's clock. The suite grants leases of :attr:`lease
-<MembershipContract.lease>` seconds and lets them run out with ``expire(seconds)``, which
-by default sleeps for real (a server's clock cannot be moved): keep ``lease`` short for a
-server (0.3 s by default: the suite then waits about 2 s in all), and raise it for a store
-slower than a few milliseconds per call, since the suite relies on ``0.4 * lease`` of slack
-to tell "renewed" from "ran out". A store on a :class:`~invresilience.testing.ManualClock`
-moves the clock instead, and can take a long lease::
+Leases are kept on the store's clock. The suite grants leases of
+:attr:`~invresilience.contract.MembershipContract.lease` seconds and lets them run out with
+``expire(seconds)``, which by default sleeps for real (a server's clock cannot be moved):
+keep ``lease`` short for a server (0.3 s by default: the suite then waits about 2 s in all),
+and raise it for a store slower than a few milliseconds per call, since the suite relies on
+``0.4 * lease`` of slack to tell "renewed" from "ran out". A store on a
+:class:`~invresilience.testing.ManualClock` moves the clock instead, and can take a long lease::
 
     import pytest
 
@@ -51,10 +52,7 @@ moves the clock instead, and can take a long lease::
                 yield
 
         def make_membership(self, group: str) -> RedisMembership:
-            return self.backend.membership(group)
-
-        def close_membership(self, membership: RedisMembership) -> None:
-            pass  # the backend closes its connections
+            return self.backend.membership(group)  # closed with the backend
 
 Every check is written once, as a coroutine over the async Protocol; a sync store is
 driven through an adapter whose coroutines never suspend (its concurrency check uses real
