@@ -285,13 +285,13 @@ class GroupState:
         if entry is not None and entry.token != token:
             return entry.expires_at - now
         if entry is None:
-            self._members[member] = _Entry(weight, 0, now + lease, token)
+            self._members[member] = _Entry(float(weight), 0, now + lease, token)
             self._bump()
             self._members[member].acked = self.version
         else:
             entry.expires_at = now + lease
             if entry.weight != weight:
-                entry.weight = weight
+                entry.weight = float(weight)
                 self._bump()
         return self.view(now)
 

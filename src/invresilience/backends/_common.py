@@ -7,8 +7,13 @@ import re
 from typing import TYPE_CHECKING
 
 from .._core.idempotency import MAX_FINGERPRINT_LENGTH, check_key, check_seconds
-from .._core.membership import MembershipOp, MembershipView
-from ..exceptions import ConfigurationError, LeaseLostError, MembershipConflictError
+from .._core.membership import GroupState, MembershipOp, MembershipView
+from ..exceptions import (
+    BackendError,
+    ConfigurationError,
+    LeaseLostError,
+    MembershipConflictError,
+)
 
 if TYPE_CHECKING:
     from .._core.idempotency import Lease
@@ -24,6 +29,7 @@ __all__ = [
     "check_ttl",
     "lost",
     "membership_result",
+    "membership_step",
 ]
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:\-]{1,100}\Z")
@@ -127,6 +133,41 @@ def _positive(value: object) -> bool:
         and math.isfinite(value)
         and value > 0
     )
+
+
+def membership_step(
+    where: str,
+    group: str,
+    op: MembershipOp,
+    stored: str | bytes | None,
+    now: float,
+    *,
+    guarded: bool = False,
+) -> tuple[MembershipView | float, str | None]:
+    """Apply *op* to a group's stored document at the store's time *now*.
+
+    Every document store (SQLite, Redis, PostgreSQL) runs this one step inside its own
+    atomic section. *guarded* is for stores that can lose data (see
+    :meth:`GroupState.loads`).
+
+    Returns:
+        What :meth:`GroupState.apply` returned, and the document to write back, or ``None``
+        when nothing changed.
+
+    Raises:
+        BackendError: the stored document is malformed (naming *where* and the group).
+    """
+    try:
+        state = GroupState.loads(group, stored, guarded=guarded)
+    except ValueError as exc:
+        raise BackendError(f"{where}: {exc}") from exc
+    result = state.apply(op, now)
+    after = state.dumps()
+    if stored is None:
+        changed = after != GroupState(group).dumps()
+    else:
+        changed = (after.encode() if isinstance(stored, bytes) else after) != stored
+    return result, after if changed else None
 
 
 def membership_result(

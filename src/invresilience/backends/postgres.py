@@ -172,6 +172,7 @@ from ._common import (
     check_ttl,
     lost,
     membership_result,
+    membership_step,
 )
 
 try:
@@ -2068,16 +2069,9 @@ class AsyncPostgresDeadLetterStore(_AsyncStore):
 def _membership_step(
     where: str, group: str, op: MembershipOp, row: Sequence[Any]
 ) -> tuple[MembershipView | float, str | None]:
-    """Apply *op* to the locked row's document at its server time: the result, and the
-    document to write (``None`` when it did not change)."""
+    """Apply *op* to the locked row's document at its server time."""
     stored, now = row
-    try:
-        state = GroupState.loads(group, stored)
-    except ValueError as exc:
-        raise BackendError(f"{where}: {exc}") from exc
-    result = state.apply(op, float(now))
-    after = state.dumps()
-    return result, None if after == stored else after
+    return membership_step(where, group, op, stored, float(now))
 
 
 def _membership_transact(

@@ -183,7 +183,7 @@ from .._core.breaker import (
     SharedBreakerState,
 )
 from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
-from .._core.membership import GroupState, MembershipOp
+from .._core.membership import MembershipOp
 from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from ..exceptions import (
     BackendError,
@@ -203,6 +203,7 @@ from ._common import (
     check_ttl,
     lost,
     membership_result,
+    membership_step,
 )
 
 try:
@@ -2086,17 +2087,10 @@ def _membership_key(store: str, prefix: str, group: str) -> str:
 def _membership_step(
     where: str, group: str, op: MembershipOp, stored: bytes | None, time: Sequence[Any]
 ) -> tuple[MembershipView | float, str | None]:
-    """Apply *op* to the stored document at the server's *time*: the result, and the
-    document to write (``None`` when it did not change)."""
-    try:
-        # Guarded: a key found missing may have been lost (a restart without persistence).
-        state = GroupState.loads(group, stored, guarded=True)
-    except ValueError as exc:
-        raise BackendError(f"{where}: {exc}") from exc
-    before = GroupState(group).dumps().encode() if stored is None else stored
-    result = state.apply(op, int(time[0]) + int(time[1]) / 1_000_000)
-    after = state.dumps()
-    return result, None if after.encode() == before else after
+    """Apply *op* to the stored document at the server's *time* (Redis ``TIME``)."""
+    # Guarded: a key found missing may have been lost (a restart without persistence).
+    now = int(time[0]) + int(time[1]) / 1_000_000
+    return membership_step(where, group, op, stored, now, guarded=True)
 
 
 def _gave_up(where: str, group: str) -> BackendError:

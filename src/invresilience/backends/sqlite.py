@@ -113,7 +113,7 @@ from typing_extensions import final
 from .._clock import SYSTEM_CLOCK
 from .._core import idempotency as rules
 from .._core.dlq import REASONS, Added, DeadLetter, QueueStats, check_letter_id
-from .._core.membership import GroupState, MembershipOp
+from .._core.membership import MembershipOp
 from .._dlq import AsyncDeadLetterQueue, DeadLetterQueue
 from ..exceptions import (
     BackendError,
@@ -134,6 +134,7 @@ from ._common import (
     check_ttl,
     lost,
     membership_result,
+    membership_step,
 )
 
 if TYPE_CHECKING:
@@ -1695,14 +1696,11 @@ class SqliteMembership:
         with self._db.immediate(operation) as connection:
             row = connection.execute(self._select, (self._group,)).fetchone()
             stored = None if row is None else row[0]
-            try:
-                state = GroupState.loads(self._group, stored)
-            except ValueError as exc:
-                raise BackendError(f"{self!r}.{operation}: {exc}") from exc
-            result = state.apply(op, self.clock.wall())
-            after = state.dumps()
-            if after != (GroupState(self._group).dumps() if stored is None else stored):
-                connection.execute(self._write, (self._group, after))
+            result, write = membership_step(
+                f"{self!r}.{operation}", self._group, op, stored, self.clock.wall()
+            )
+            if write is not None:
+                connection.execute(self._write, (self._group, write))
         return membership_result(self._group, op, result)
 
     def join(self, member: str, token: str, *, weight: float, lease: float) -> MembershipView:
