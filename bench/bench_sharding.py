@@ -172,6 +172,22 @@ def expected_floor(keys: int, nodes: int) -> float:
     return 1 + total * math.sqrt(keys * p * (1 - p)) / (keys * p)
 
 
+def chance_above(balance: float, keys: int, nodes: int) -> float:
+    """The chance that a perfect random assignment has a max/mean of at least *balance*.
+
+    ``1 - Φ(z) ** nodes``, with *z* the standard deviations between *balance* and the mean,
+    under the same normal approximation as :func:`expected_floor`.
+    """
+    p = 1 / nodes
+    z = (balance - 1) * keys * p / math.sqrt(keys * p * (1 - p))
+    return 1 - (0.5 * (1 + math.erf(z / math.sqrt(2)))) ** nodes
+
+
+def add_spread(keys: int, nodes: int) -> float:
+    """One standard deviation of the keys a perfect router gives an added node, relative."""
+    return math.sqrt((nodes + 1) / keys)
+
+
 # -- the key set, with the hashes the assignments reuse ------------------------------------------
 
 
@@ -699,9 +715,11 @@ class Balance:
         return within, (
             f"{'PASS' if within else 'OVER'}  balance, {self.nodes:,} nodes: SlotRouter max/mean"
             f" {row.balance:.3f} over {row.keys:,} keys (budget ≤ {self.limit:g}); sampling alone"
-            f" puts a perfect random assignment of {row.keys:,} keys at ≈ {row.floor:.3f}; its slot"
-            f" table is within {most * self.nodes / slots:.4f} ({most} of {slots:,} slots on the"
-            f" fullest node); {others}"
+            f" puts a perfect random assignment of {row.keys:,} keys at ≈ {row.floor:.3f}, over"
+            f" {self.limit:g} {chance_above(self.limit, row.keys, self.nodes):.0%} of the time and at"
+            f" {row.balance:.3f} or more {chance_above(row.balance, row.keys, self.nodes):.0%} of"
+            f" the time; its slot table is within {most * self.nodes / slots:.4f} ({most} of"
+            f" {slots:,} slots on the fullest node); {others}"
         )
 
 
@@ -729,7 +747,7 @@ class Movement:
             f" = {1 / (self.nodes + 1):.3%}), and {row.removed:.3%} removing a middle node,"
             f" {row.remove_ratio:.2f}× its keys (budget ≤ {self.limit:g}× optimal; with"
             f" {row.keys:,} keys, how many a perfect router gives the new node varies by"
-            f" ±{math.sqrt((self.nodes + 1) / row.keys):.1%}, one standard deviation); on add /"
+            f" ±{add_spread(row.keys, self.nodes):.1%}, one standard deviation); on add /"
             f" on remove: {others}"
         )
 
@@ -753,7 +771,7 @@ class MovementTable:
             "",
             (
                 "| nodes | router | keys | balance (max/mean) | random floor | add: moved"
-                " | × optimal | remove middle: moved | × its keys |"
+                " | × optimal ± 1 sd | remove middle: moved | × its keys |"
             ),
             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
@@ -761,7 +779,8 @@ class MovementTable:
             name = f"**{m.family}**" if m.family.startswith(OURS) else m.family
             lines.append(
                 f"| {m.nodes:,} | {name} | {m.keys:,} | {m.balance:.3f} | {m.floor:.3f}"
-                f" | {m.added:.2%} | {m.add_ratio:.2f}× | {m.removed:.2%}"
+                f" | {m.added:.2%} | {m.add_ratio:.2f}× ±{add_spread(m.keys, m.nodes):.2f}"
+                f" | {m.removed:.2%}"
                 f" | {_cell(m.remove_ratio, m.renumbered)} |"
             )
         return True, "\n".join(lines)
