@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 from invresilience._core.membership import GroupState, MembershipOp
@@ -149,9 +150,7 @@ class _ForgetfulHistory(GroupState):
     def view(self, now: float) -> MembershipView:
         view = super().view(now)
         history = {v: w for v, w in view.history.items() if v == view.version - 1}
-        return type(view)(
-            group=view.group, version=view.version, members=view.members, history=history
-        )
+        return attrs.evolve(view, history=history)
 
 
 class _JoinStealsTheName(GroupState):
@@ -164,6 +163,15 @@ class _JoinStealsTheName(GroupState):
         if entry is not None:
             entry.token = token
         return super().join(member, token, weight=weight, lease=lease, now=now)
+
+
+class _NoIncarnation(GroupState):
+    """Reports no incarnation for its members (as a static list does)."""
+
+    def view(self, now: float) -> MembershipView:
+        view = super().view(now)
+        members = {n: attrs.evolve(m, incarnation="") for n, m in view.members.items()}
+        return attrs.evolve(view, members=members)
 
 
 class _BrokenMembership:
@@ -236,6 +244,7 @@ class _Broken(MembershipContract):
             "test_the_history_keeps_the_versions_in_play",
             "four versions: history",
         ),
+        (_NoIncarnation, "test_a_join_adds_the_member_and_bumps_once", r"\.incarnation"),
         (
             _JoinStealsTheName,
             "test_a_live_name_with_another_token_conflicts",

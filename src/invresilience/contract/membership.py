@@ -5,7 +5,8 @@ Subclass :class:`~invresilience.contract.MembershipContract` (or
 pytest collects (``Test...``) and say how to make the store of a given group; the inherited
 ``test_*`` methods check every rule :class:`~invresilience.ShardAssignment` relies on: each
 join, leave, lease expiry and weight change bumps the version exactly once, renewals and
-heartbeats bump nothing, a live name cannot be taken by another incarnation, stale tokens
+heartbeats bump nothing, a live name cannot be taken by another incarnation (and each
+member shows :func:`~invresilience._core.membership.incarnation_of` its token), stale tokens
 change nothing, ``acked`` is capped at the current version and never goes back, the history
 holds exactly the versions some live member may still act on, and a quiet period
 (:attr:`~invresilience.typing.MembershipView.quiet_for`), if the store starts one, lasts at
@@ -73,7 +74,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._clock import SYSTEM_CLOCK
-from .._core.membership import MembershipView
+from .._core.membership import MembershipView, incarnation_of
 from ..exceptions import ConfigurationError, MembershipConflictError
 from .breaker import _expect, _run_now, _unique
 
@@ -171,6 +172,15 @@ def _expect_view(
         _expect(dict(history), actual, f"{what}: history")
 
 
+def _expect_incarnation(view: MembershipView, member: str, token: str, what: str) -> None:
+    """*member* is in *view* as the incarnation that joined with *token*."""
+    _expect(
+        incarnation_of(token),
+        view.members[member].incarnation if member in view.members else None,
+        f"{what}: members[{member!r}].incarnation (incarnation_of its token)",
+    )
+
+
 def _expect_left(left: object, lease: float, what: str) -> None:
     """*left* is a lease's remaining seconds: more than 0, at most *lease*."""
     ok = isinstance(left, (int, float)) and math.isfinite(left) and 0 < left <= lease + ROUNDING
@@ -206,11 +216,12 @@ async def _an_empty_group_is_version_zero(h: _Harness) -> None:
 
 
 async def _a_join_adds_the_member_and_bumps_once(h: _Harness) -> None:
-    _, view = await h.join("a", weight=1.5)
+    token, view = await h.join("a", weight=1.5)
     _expect(h.group, view.group, "join: group")
     # A new member acts on the view its join returned: acked is that version.
     _expect_view(view, 1, {"a": (1.5, 1)}, "join(a)", history={}, lease=h.lease)
     _expect_quiet(view, h.lease, "join(a): quiet_for")
+    _expect_incarnation(view, "a", token, "join(a)")
     _expect_view(await h.membership.view(), 1, {"a": (1.5, 1)}, "view() after join(a)")
 
 
@@ -252,11 +263,14 @@ async def _a_live_name_with_another_token_conflicts(h: _Harness) -> None:
         _expect_left(exc.retry_after, h.lease, "MembershipConflictError.retry_after")
     else:
         raise AssertionError("join(a) with another token while a is live: expected a conflict")
-    _expect_view(await h.heartbeat("a", token, 1), 1, {"a": (1.0, 1)}, "the first a, after")
+    view = await h.heartbeat("a", token, 1)
+    _expect_view(view, 1, {"a": (1.0, 1)}, "the first a, after")
+    _expect_incarnation(view, "a", token, "the first a, after")
     await h.wait(1.1)
     # Once the lease has run out the name is free again: the drop and the join both bump.
-    _, view = await h.join("a")
+    newer, view = await h.join("a")
     _expect_view(view, 3, {"a": (1.0, 3)}, "join(a) with another token after the lease")
+    _expect_incarnation(view, "a", newer, "join(a) with another token after the lease")
 
 
 async def _a_heartbeat_records_acked_capped_at_the_version(h: _Harness) -> None:
@@ -333,6 +347,7 @@ async def _a_stale_leave_changes_nothing(h: _Harness) -> None:
     a, _ = await h.join("a")
     view = await h.membership.leave("a", _token())
     _expect_view(view, 1, {"a": (1.0, 1)}, "leave(a) with a stale token")
+    _expect_incarnation(view, "a", a, "leave(a) with a stale token")
     _expect_view(await h.heartbeat("a", a, 1), 1, {"a": (1.0, 1)}, "a, still live")
 
 
