@@ -16,7 +16,7 @@ from typing_extensions import ParamSpec
 from ._core.breaker import BreakerSpec, SharedBreakerState
 from ._core.dlq import REASONS, Added, DeadLetter, LetterFilter, QueueStats, Reason
 from ._core.idempotency import Acquired, Claim, Completed, InProgress, Lease, Mismatch
-from ._core.membership import Member, MembershipChange, MembershipView
+from ._core.membership import Member, MembershipChange, MembershipView, incarnation_of
 from ._core.sharding import ShardKey
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ __all__ = [
     "Router",
     "ShardKey",
     "SharedBreakerState",
+    "incarnation_of",
 ]
 
 
@@ -626,11 +627,15 @@ class Membership(Protocol):
     """**Protocol:** where a group's members register, renew leases and read the view.
 
     Every operation first drops members whose lease has run out (on the store's clock),
-    and returns the view after it. Each join, leave, drop or weight change bumps the view's
-    version exactly once. A member is identified by its name and an incarnation *token*:
-    a join under a live name with another token raises
+    and returns the view after it. Each join, leave or weight change bumps the view's
+    version once, and so does dropping expired members (once per operation, however many
+    expired). A member is identified by its name and an incarnation *token*: a join under a
+    live name with another token raises
     :class:`~invresilience.exceptions.MembershipConflictError`; heartbeats and leaves with a
-    stale token change nothing. :class:`~invresilience.contract.MembershipContract` checks
+    stale token change nothing; and each :class:`Member` of a view carries
+    ``incarnation_of(token)`` of the join that holds the name, which is how a worker whose
+    lease ran out learns that its name was taken (a store must fill it in; only
+    :class:`~invresilience.StaticMembership` leaves it empty). :class:`~invresilience.contract.MembershipContract` checks
     an implementation.
 
     .. versionadded:: 0.1.0

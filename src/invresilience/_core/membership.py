@@ -147,7 +147,10 @@ def incarnation_of(token: str) -> str:
     """The public digest of a member's token that :attr:`Member.incarnation` shows.
 
     A worker compares it with its own to tell whether the name in a view is still its own,
-    or was taken by a newer process after its lease ran out.
+    or was taken by a newer process after its lease ran out. A store written outside
+    invresilience must fill :attr:`Member.incarnation` with it.
+
+    .. versionadded:: 0.1.0
     """
     return hashlib.blake2b(token.encode(), digest_size=8).hexdigest()
 
