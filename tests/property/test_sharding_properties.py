@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
 #: A fixed sample of keys of every kind, and their hashes.
 SAMPLE: list[Any] = [
-    *(f"WH-{n:04d}" for n in range(500)),
-    *(n.to_bytes(2, "big") for n in range(250)),
-    *range(-125, 125),
+    *(f"WH-{n:04d}" for n in range(300)),
+    *(n.to_bytes(2, "big") for n in range(150)),
+    *range(-75, 75),
 ]
 HASHES = [stable_hash(key) for key in SAMPLE]
 extra_keys = st.lists(shard_keys, max_size=20)

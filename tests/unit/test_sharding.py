@@ -213,15 +213,24 @@ def test_rendezvous_without_node_and_with_weight_need_a_known_node() -> None:
     assert ("RendezvousRouter.nodes['a']", -2) == (error.field, error.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tagged_hash tags start with b'i', the int key tag: the int whose bytes are "
-    "b'nvres-node\\x00alpha' hashes to node alpha's seed (docstring says it cannot)",
-)
 def test_internal_tags_never_collide_with_a_key_encoding() -> None:
     """No user key hashes to a node seed or chunk hash: the tags are domain-separated."""
-    forged = int.from_bytes(b"nvres-node\x00alpha", "big")
+    forged = int.from_bytes(b"nvres-node\x00alpha", "big")  # the old b"invres-node\0alpha"
     assert stable_hash(forged) != tagged_hash(b"invres-node", b"alpha")
+    for key in (0, "", b"", "invres-node", b"invres-node"):
+        assert stable_hash(key) != tagged_hash(b"invres-node", b"")
+
+
+def test_tagged_hash_parts_are_length_prefixed() -> None:
+    """Moving bytes between the tag and the parts, or between parts, changes the hash."""
+    hashes = {
+        tagged_hash(b"ab", b"c"),
+        tagged_hash(b"a", b"bc"),
+        tagged_hash(b"abc"),
+        tagged_hash(b"ab", b"", b"c"),
+        tagged_hash(b"ab", b"c", b""),
+    }
+    assert 5 == len(hashes)
 
 
 # -- SlotRouter -------------------------------------------------------------------------------
@@ -394,34 +403,35 @@ def test_a_malformed_state_is_refused(state: dict[str, Any], problem: str) -> No
     assert error.field.startswith("SlotRouter.")
 
 
-def test_a_zero_slot_node_of_a_skewed_build_is_reported() -> None:
-    """Sanity for the xfails below: a very light node can be built with no slot at all."""
-    router = ir.SlotRouter({"a": 100.0, "b": 1.0}, slots=2)
-    assert {"a": 2, "b": 0} == router.counts()
-    assert {"a"} == {router.route(k) for k in KEYS}
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_table apportions 0 slots to a very light node; to_state then writes a "
-    "state that from_state refuses ('has nodes that hold no slot')",
+@pytest.mark.parametrize(
+    ("weights", "slots", "counts"),
+    [
+        ({"a": 100.0, "b": 1.0}, 2, {"a": 1, "b": 1}),
+        ({"a": 1000.0, "b": 1.0, "c": 1.0}, 4, {"a": 2, "b": 1, "c": 1}),
+        ({"a": 1e9, "b": 1.0, "c": 1e9}, 4, {"a": 2, "b": 1, "c": 1}),
+    ],
 )
+def test_a_very_light_node_still_gets_a_slot(
+    weights: dict[str, float], slots: int, counts: dict[str, int]
+) -> None:
+    """Every node holds at least one slot, taken from the node furthest over its share."""
+    router = ir.SlotRouter(weights, slots=slots)
+    assert counts == router.counts()
+    assert set(weights) == {router.route_hash(slot) for slot in range(slots)}
+
+
 def test_a_built_router_with_a_very_light_node_round_trips() -> None:
     """Every router from_state can rebuild what to_state wrote, however skewed its weights."""
     router = ir.SlotRouter({"a": 100.0, "b": 1.0}, slots=2)
     assert router == ir.SlotRouter.from_state(router.to_state())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="remove_from_table -> _give does held[giver] for a node that holds no slot: "
-    "bare KeyError 'b' instead of removing it",
-)
-def test_a_node_with_no_slot_can_be_removed() -> None:
-    """without_node works for a node that build_table gave no slot."""
+def test_a_very_light_node_can_be_removed() -> None:
+    """without_node of a node holding one slot gives that slot away."""
     router = ir.SlotRouter({"a": 100.0, "b": 1.0, "c": 100.0}, slots=4)
-    assert 0 == router.counts()["b"]
-    assert {"a": 2, "c": 2} == router.without_node("b").counts()
+    assert 1 == router.counts()["b"]
+    assert 4 == sum(router.without_node("b").counts().values())
+    assert "b" not in router.without_node("b").counts()
 
 
 # -- JumpRouter -------------------------------------------------------------------------------
@@ -581,17 +591,27 @@ def test_split_and_merge_refuse_bad_boundaries() -> None:
     assert "is not a boundary; boundaries: [1000, 2000]" in str(error)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="merge/split test `x in self._boundaries`, and True == 1 == 1.0: merge(True) "
-    "merges boundary 1 although route(True) is a TypeError",
-)
 def test_merge_refuses_a_bool_or_float_equal_to_a_boundary() -> None:
-    """merge(True) and merge(1.0) on int boundaries raise, as route(True) does."""
+    """merge and split of True or 1.0 on int boundaries raise, as route(True) does."""
     router = ir.RangeRouter([1, 2], ["a", "b", "c"])
     for wrong in (True, 1.0):
-        with pytest.raises(ConfigurationError):
-            router.merge(wrong)
+        error = configuration_error(router.merge, wrong)
+        assert ("RangeRouter.merge", wrong) == (error.field, error.value)
+        assert "must be a int like the boundaries" in str(error)
+        error = configuration_error(router.split, wrong, "d")
+        assert ("RangeRouter.split", wrong) == (error.field, error.value)
+    error = configuration_error(router.merge, "1")
+    assert ("RangeRouter.merge", "1") == (error.field, error.value)
+
+
+def test_split_of_a_router_without_boundaries_needs_a_range_key() -> None:
+    """With no boundaries any int, str or bytes splits; a bool or float does not."""
+    router = ir.RangeRouter([], ["only"])
+    assert ir.RangeRouter(["m"], ["only", "new"]) == router.split("m", "new")
+    for wrong in (True, 1.5, None):
+        error = configuration_error(router.split, wrong, "new")
+        assert ("RangeRouter.split", wrong) == (error.field, error.value)
+        assert "must be an int, str or bytes like the boundaries" in str(error)
 
 
 def test_range_router_equality_hash_and_repr() -> None:
@@ -869,29 +889,19 @@ def test_unmix64_inverts_mix64() -> None:
         assert value == unmix64(mix64(value))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unit_float(v) = ((v >> 11) + 0.5) / 2**53 rounds to exactly 1.0 when the top 53 "
-    "bits are set (1 - 2**-54 is a tie, rounded to even)",
-)
 def test_unit_float_never_reaches_one() -> None:
     """unit_float's documented open interval holds at the top: unit_float(2**64 - 1) < 1."""
     assert unit_float(MASK64) < 1.0
+    assert 1.0 - unit_float(MASK64) == unit_float(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ZeroDivisionError,
-    reason="unit_float returns 1.0, -log(1.0) is -0.0, and weight / -0.0 raises in "
-    "RendezvousRouter.route_hash (weighted) and ranked_hash (always)",
-)
 @pytest.mark.parametrize(
     "router",
     [ir.RendezvousRouter({"a": 1.0, "b": 2.0}), ir.RendezvousRouter(["a", "b"])],
     ids=["weighted", "equal"],
 )
 def test_rendezvous_routes_every_64_bit_hash(router: ir.RendezvousRouter) -> None:
-    """A hash that scores u = 1 - 2**-54 at a node still routes and ranks."""
+    """A hash whose mix at a node has every bit set (u nearest 1) still routes and ranks."""
     hashed = unmix64(MASK64) ^ tagged_hash(b"invres-node", b"a")
     assert router.route_hash(hashed) in router.nodes
     assert sorted(router.nodes) == sorted(router.ranked_hash(hashed))

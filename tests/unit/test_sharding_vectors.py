@@ -67,18 +67,18 @@ JUMP = ir.JumpRouter(10)
 
 #: (key, RENDEZVOUS route, SLOTS route, JUMP route).
 ROUTES: list[tuple[str | bytes | int, str, str, int]] = [
-    ("WH-0042", "beta", "c", 6),
-    ("warehouse-17", "delta", "b", 2),
-    ("", "alpha", "c", 7),
-    ("\U0001f980", "delta", "b", 5),
-    (b"", "alpha", "b", 8),
-    (b"\x00", "alpha", "b", 7),
+    ("WH-0042", "gamma", "c", 6),
+    ("warehouse-17", "beta", "b", 2),
+    ("", "beta", "c", 7),
+    ("\U0001f980", "alpha", "b", 5),
+    (b"", "gamma", "b", 8),
+    (b"\x00", "delta", "b", 7),
     (0, "beta", "d", 1),
-    (1, "delta", "a", 9),
-    (-1, "alpha", "e", 9),
-    (2**63, "beta", "c", 3),
-    (42, "delta", "a", 9),
-    ("SKU-12345", "beta", "c", 0),
+    (1, "beta", "a", 9),
+    (-1, "beta", "e", 9),
+    (2**63, "alpha", "c", 3),
+    (42, "beta", "a", 9),
+    ("SKU-12345", "delta", "c", 0),
 ]
 
 # Negative ints -2**(8n-1) are encoded with one byte more than the minimal two's complement
@@ -118,14 +118,18 @@ def splitmix_finaliser(value: int) -> int:
     return value ^ (value >> 31)
 
 
+def spec_seed(name: str) -> int:
+    """A node's seed: BLAKE2b-64 of NUL, then the tag and the name, each after its length."""
+    tag, body = b"invres-node", name.encode()
+    material = b"\x00" + len(tag).to_bytes(4, "big") + tag + len(body).to_bytes(4, "big") + body
+    return int.from_bytes(hashlib.blake2b(material, digest_size=8).digest(), "big")
+
+
 def spec_rendezvous(weights: dict[str, float], hashed: int) -> str:
-    """Weighted rendezvous: the node maximising weight / -ln(u(mix(hash xor seed)))."""
+    """Weighted rendezvous: the node maximising weight / -ln(u), u from the top 52 bits."""
 
     def score(name: str) -> float:
-        seed = int.from_bytes(
-            hashlib.blake2b(b"invres-node\x00" + name.encode(), digest_size=8).digest(), "big"
-        )
-        unit = ((splitmix_finaliser(hashed ^ seed) >> 11) + 0.5) / 2.0**53
+        unit = ((splitmix_finaliser(hashed ^ spec_seed(name)) >> 12) + 0.5) / 2.0**52
         return weights[name] / -math.log(unit)
 
     return max(sorted(weights), key=score)
