@@ -73,7 +73,10 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(redis|psycopg|sqlite3|os)(\..*)?"),
     (r"py:(class|exc|obj|data)", r"(RuntimeError|OSError)"),
     # Private modules and aliases that public docstrings point into for the curious.
-    (r"py:(mod|class|func)", r"invresilience\._core(\..*)?"),
+    (r"py:(mod|class|func|meth|attr)", r"invresilience\._core(\..*)?"),
+    # The routers' private type variables and the aliases their signatures show by name.
+    (r"py:(class|obj)", r"(invresilience\.(_\w+|typing)\.)?_N(_co)?"),
+    (r"py:class", r"(RangeKey|RouterFactory|ShardKey)"),
     (r"py:class", r"_Durability"),
     # Named in SystemClock's docstring, but not public.
     (r"py:data", r"SYSTEM_CLOCK"),
@@ -142,6 +145,7 @@ import asyncio
 import random
 
 import invresilience as ir
+from invresilience import JumpRouter, RangeRouter, RendezvousRouter, diff, stable_hash
 from invresilience.testing import ManualClock, testing
 """
 # Sphinx's default minus IGNORE_EXCEPTION_DETAIL: the messages are part of what we show.

@@ -731,13 +731,15 @@ class HotKeyRouter(Generic[_N]):
 
 @final
 class BoundedLoadRouter(Generic[_N]):
-    """Consistent hashing with bounded loads: no node holds more than ``factor`` × its share.
+    """Consistent hashing with bounded loads: no node is given more than ``factor`` × its share.
 
     :meth:`assign` gives a key the first node in its order of preference (the wrapped
     router's ``ranked``) whose load is under its cap, ``ceil(factor × (assigned + 1) ×
-    weight / total weight)``, and remembers it until :meth:`release`. Keys keep their node
-    while assigned, so a cap trades some of the minimal movement of the plain router for a
-    hard bound on load. Thread-safe; the state is this process's own.
+    weight / total weight)``, and remembers it until :meth:`release`. The cap holds when a
+    key is assigned; keys keep their node while assigned, so after many releases a node can
+    sit above the cap of the smaller total until its keys are released too. A cap trades
+    some of the minimal movement of the plain router for a bound on load. Thread-safe; the
+    state is this process's own.
 
     Args:
         router: A hashing router (:class:`RendezvousRouter`, :class:`SlotRouter`,
@@ -859,8 +861,9 @@ def diff(old: Router[_N], new: Router[_N], keys: Iterable[Any]) -> RouteDiff[_N]
 
 RouterFactory = Callable[[Mapping[str, float]], "Router[str]"]
 
-# A worker stops owning keys this fraction of a lease before its lease ends on its own clock,
-# so that a clock running slightly fast against the store's cannot overlap the next owner.
+# A worker stops owning keys this fraction of a lease before its lease ends on its own clock:
+# the handoff stays safe as long as the store's clock runs less than 2% faster than the
+# worker's (so that the store cannot expire the lease before the worker stops).
 _DRIFT = 0.02
 
 

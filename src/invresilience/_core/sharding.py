@@ -9,8 +9,10 @@ The hash, version 1 (``"invres-blake2b64-v1"``), published with test vectors in 
 and in ``tests/unit/test_sharding_vectors.py``:
 
 - a key is encoded as one tag byte and a body: ``b"s"`` + UTF-8 for :class:`str`,
-  ``b"b"`` + the bytes for :class:`bytes` / :class:`bytearray`, ``b"i"`` + the minimal
-  big-endian two's-complement bytes for :class:`int` (``0`` is ``b"\\x00"``);
+  ``b"b"`` + the bytes for :class:`bytes` / :class:`bytearray`, ``b"i"`` + the
+  big-endian two's-complement bytes of an :class:`int` *n* in ``(n.bit_length() + 8) // 8``
+  bytes (``0`` is ``b"\\x00"``, ``-128`` is ``b"\\xff\\x80"``: one byte more than the
+  minimum for ``-2**(8k - 1)``, kept because it is the definition);
 - the hash is the BLAKE2b digest of that encoding with ``digest_size=8``, read as an
   unsigned big-endian 64-bit integer.
 
