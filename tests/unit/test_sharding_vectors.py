@@ -81,14 +81,6 @@ ROUTES: list[tuple[str | bytes | int, str, str, int]] = [
     ("SKU-12345", "delta", "c", 0),
 ]
 
-# Negative ints -2**(8n-1) are encoded with one byte more than the minimal two's complement
-# that the module docstring promises (-128 is ff80, not 80): see test_int_encoding_is_minimal.
-NOT_MINIMAL = pytest.mark.xfail(
-    strict=True,
-    reason="encode_key uses (bit_length + 8) // 8 bytes, one more than minimal for -2**(8n-1)",
-)
-
-
 # -- an independent implementation of the specification ---------------------------------------
 
 
@@ -98,10 +90,8 @@ def spec_encoding(key: str | bytes | int) -> bytes:
         return b"s" + key.encode("utf-8")
     if isinstance(key, bytes):
         return b"b" + key
-    # The fewest bytes n with -2**(8n-1) <= key < 2**(8n-1), then key mod 2**(8n).
-    size = 1
-    while not -(1 << (8 * size - 1)) <= key < 1 << (8 * size - 1):
-        size += 1
+    # (bit_length + 8) // 8 bytes of two's complement: key mod 2**(8 * size), unsigned.
+    size = (key.bit_length() + 8) // 8
     return b"i" + (key % (1 << (8 * size))).to_bytes(size, "big")
 
 
@@ -175,13 +165,7 @@ def test_encoding_and_hash_match_the_published_vector(
     assert hashed == stable_hash(key, version=1)
 
 
-@pytest.mark.parametrize(
-    ("key", "encoded", "hashed"),
-    [
-        pytest.param(*vector, marks=NOT_MINIMAL) if vector[0] in (-128, -(2**63)) else vector
-        for vector in VECTORS
-    ],
-)
+@pytest.mark.parametrize(("key", "encoded", "hashed"), VECTORS)
 def test_vectors_agree_with_an_independent_derivation(
     key: str | bytes | int, encoded: str, hashed: int
 ) -> None:
@@ -189,11 +173,21 @@ def test_vectors_agree_with_an_independent_derivation(
     assert (encoded, hashed) == (spec_encoding(key).hex(), spec_hash(key))
 
 
-@pytest.mark.parametrize("key", [-128, -32768, -(2**63)])
-@NOT_MINIMAL
-def test_int_encoding_is_minimal(key: int) -> None:
-    """A negative power of two takes the minimal two's-complement bytes, as documented."""
-    assert spec_encoding(key) == encode_key(key)
+@pytest.mark.parametrize(
+    ("key", "body"),
+    [
+        (127, "7f"),
+        (-128, "ff80"),
+        (-129, "ff7f"),
+        (-32768, "ff8000"),
+        (-(2**63), "ff8000000000000000"),
+        (2**63 - 1, "7fffffffffffffff"),
+    ],
+)
+def test_an_int_takes_bit_length_plus_8_over_8_bytes(key: int, body: str) -> None:
+    """An int takes (bit_length + 8) // 8 bytes: one more than the minimum at -2**(8k-1)."""
+    assert "69" + body == encode_key(key).hex()
+    assert key == int.from_bytes(bytes.fromhex(body), "big", signed=True)
 
 
 def test_the_encoding_of_ints_is_injective_near_byte_boundaries() -> None:
