@@ -434,6 +434,30 @@ def test_a_very_light_node_can_be_removed() -> None:
     assert "b" not in router.without_node("b").counts()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="reweight_table aims at round-half-up of the share, build_table at largest "
+    "remainder: with_weight('c', 1.0) on {a, b, c} x 8 slots moves a slot from a to c",
+)
+def test_setting_a_node_to_its_current_weight_changes_nothing() -> None:
+    """with_weight to the weight a node already has returns an equal router: no key moves."""
+    router = ir.SlotRouter(["a", "b", "c"], slots=8)
+    assert router == router.with_weight("c", 1.0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="from_state builds the weights with a dict comprehension before validating, so a "
+    "node named twice is merged silently and its slots go to the other entry",
+)
+def test_a_state_naming_a_node_twice_is_refused() -> None:
+    """from_state refuses a state whose node list repeats a name."""
+    state = ir.SlotRouter(["a", "b"], slots=4).to_state()
+    state["nodes"] = [["a", 1.0], ["a", 1.0]]
+    error = configuration_error(ir.SlotRouter.from_state, state)
+    assert "names a node twice" in str(error)
+
+
 # -- JumpRouter -------------------------------------------------------------------------------
 
 
