@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar, cast
 
 import attrs
 from typing_extensions import Self, final
@@ -86,15 +86,23 @@ def _node_weights(owner: str, nodes: Mapping[str, float] | Iterable[str]) -> dic
             "must be node names or a mapping of names to weights, not one string",
         )
     pairs = list(nodes.items()) if isinstance(nodes, Mapping) else [(node, 1.0) for node in nodes]
+    return _weights_of(owner, pairs, nodes)
+
+
+def _weights_of(
+    owner: str, pairs: Iterable[tuple[object, object]], given: object
+) -> dict[str, float]:
+    """Validate ``(name, weight)`` pairs (no name twice) into a name-sorted dict."""
     weights: dict[str, float] = {}
-    for name, weight in pairs:
-        _check_node(owner, name)
-        _check_weight(owner, name, weight)
+    for raw_name, raw_weight in pairs:
+        _check_node(owner, raw_name)
+        name = cast("str", raw_name)
+        _check_weight(owner, name, raw_weight)
         if name in weights:
             raise ConfigurationError(f"{owner}.nodes", name, "names a node twice")
-        weights[name] = float(weight)
+        weights[name] = float(cast("float", raw_weight))
     if not weights:
-        raise ConfigurationError(f"{owner}.nodes", nodes, "must name at least one node")
+        raise ConfigurationError(f"{owner}.nodes", given, "must name at least one node")
     return dict(sorted(weights.items()))
 
 
@@ -194,12 +202,16 @@ class RendezvousRouter(_Weighted):
 
     def ranked_hash(self, hashed: int) -> list[str]:
         """Every node, best first, for a key whose hash is *hashed* (its failover order)."""
-        scored = [
-            (weight / -math.log(unit_float(mix64(hashed ^ seed))), name)
-            for seed, name, weight in self._seeds
-        ]
+        scored: list[tuple[float, str]]
         if self._equal:
-            scored = [(float(mix64(hashed ^ seed)), name) for seed, name, _ in self._seeds]
+            # Integer scores, as route_hash compares them: floats would round ties together.
+            scored = [(mix64(hashed ^ seed), name) for seed, name, _ in self._seeds]
+        else:
+            scored = [
+                (weight / -math.log(unit_float(mix64(hashed ^ seed))), name)
+                for seed, name, weight in self._seeds
+            ]
+        # A stable sort on the score alone keeps ties in name order, as route_hash does.
         return [name for _, name in sorted(scored, key=lambda pair: -pair[0])]
 
     def ranked(self, key: ShardKey) -> list[str]:
@@ -240,7 +252,8 @@ class SlotRouter(_Weighted):
     """O(1) routing through a table of slots, for many nodes.
 
     A key goes to the node holding slot ``stable_hash(key) % slots``. Every node holds its
-    weighted share of the slots to within one slot, so balance is as good as the hash.
+    weighted share of the slots to within one slot (when every share is at least one slot;
+    a node whose share is smaller still gets one), so balance is as good as the hash.
     Changes are made with :meth:`with_node`, :meth:`without_node` and :meth:`with_weight`,
     which move the fewest slots possible: a joining node takes its share from the nodes most
     over theirs, a leaving node's slots go to the nodes most under theirs.
@@ -363,6 +376,8 @@ class SlotRouter(_Weighted):
         """A router with *name*'s weight changed: slots move only to or from *name*."""
         self._need(name)
         _check_weight("SlotRouter", name, weight)
+        if float(weight) == self._weights[name]:
+            return self  # resending the same weight moves nothing
         table = reweight_table(self._table, self._weights, name, float(weight))
         return SlotRouter._from({**self._weights, name: float(weight)}, table)
 
@@ -392,8 +407,9 @@ class SlotRouter(_Weighted):
             if state["kind"] != "SlotRouter" or state["hash"] != HASH_NAME:
                 raise ValueError(f"kind {state['kind']!r} / hash {state['hash']!r}")
             slots = int(state["slots"])
-            weights = _node_weights("SlotRouter", {str(n): w for n, w in state["nodes"]})
-            names = [str(n) for n, _ in state["nodes"]]
+            pairs = [(name, weight) for name, weight in state["nodes"]]
+            weights = _weights_of("SlotRouter", pairs, state["nodes"])
+            names = [name for name, _ in pairs]
             width = int(state["width"])
             packed = base64.b64decode(state["table"], validate=True)
             if width not in (1, 2, 4) or len(packed) != slots * width:
@@ -589,9 +605,11 @@ class RangeRouter:
         Raises:
             TypeError: *key* is not of the boundaries' type.
         """
-        if self._type is not None and _range_kind(key) is not self._type:
+        kind = _range_kind(key)
+        if kind is None or (self._type is not None and kind is not self._type):
+            expected = "int, str or bytes" if self._type is None else self._type.__name__
             raise TypeError(
-                f"RangeRouter over {self._type.__name__} boundaries cannot route "
+                f"RangeRouter over {expected} boundaries cannot route "
                 f"{type(key).__name__} key {key!r}"
             )
         return self._nodes[bisect.bisect_right(self._boundaries, key)]
