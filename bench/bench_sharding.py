@@ -779,7 +779,7 @@ class MovementTable:
             name = f"**{m.family}**" if m.family.startswith(OURS) else m.family
             lines.append(
                 f"| {m.nodes:,} | {name} | {m.keys:,} | {m.balance:.3f} | {m.floor:.3f}"
-                f" | {m.added:.2%} | {m.add_ratio:.2f}× ±{add_spread(m.keys, m.nodes):.2f}"
+                f" | {m.added:.2%} | {m.add_ratio:.2f}× ±{add_spread(m.keys, m.nodes):.3f}"
                 f" | {m.removed:.2%}"
                 f" | {_cell(m.remove_ratio, m.renumbered)} |"
             )
