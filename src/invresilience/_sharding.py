@@ -959,10 +959,7 @@ class _Ownership:
         live = holder is not None and holder.incarnation in (self.incarnation, "")
         deadline = sent_at + self.lease * (1 - _DRIFT) if live else -math.inf
         routers: dict[int, tuple[Mapping[str, float], Router[str] | None]] = {}
-        for version in (*view.history, view.version):
-            weights = view.weights_at(version)
-            if weights is None:
-                continue
+        for version, weights in (*view.history.items(), (view.version, view.weights)):
             cached = self._state.routers.get(version)
             # A version's weights never change, unless the store was wiped and counts again.
             if cached is not None and cached[0] == weights:
@@ -1300,7 +1297,11 @@ class ShardAssignment:
         return self._own.owner(key)
 
     def start(self) -> None:
-        """Heartbeat on a daemon thread every *heartbeat* seconds until :meth:`stop`."""
+        """Heartbeat on a daemon thread every *heartbeat* seconds until :meth:`stop`.
+
+        The thread waits in real time (an interruptible wait, so :meth:`stop` is prompt),
+        whatever the clock; in tests on a ``ManualClock``, call :meth:`heartbeat` yourself.
+        """
         if self._thread is not None:
             return
         self._stop.clear()
@@ -1445,7 +1446,11 @@ class AsyncShardAssignment:
         return self._own.owner(key)
 
     def start(self) -> None:
-        """Heartbeat in a task on the running loop until :meth:`stop`."""
+        """Heartbeat in a task on the running loop until :meth:`stop`.
+
+        The task sleeps on the injected clock, so on a ``ManualClock`` each turn of the
+        loop moves time on by one heartbeat interval.
+        """
         if self._task is None:
             self._task = asyncio.ensure_future(self._beat())
 
