@@ -85,9 +85,16 @@ NODE_COUNTS = (10, 100, 1000)
 BUDGET_NODES = 100
 KEYS = 1_000_000
 CHUNK = 100  # keys per timed call
-# --quick is not passed to the modules: read it here, as bench/run.py parses it.
-QUICK = "--quick" in sys.argv[1:]
-SCALE = 10 if QUICK else 1
+# Balance and movement use every SCALE-th key: 1, or 10 under run.py's --quick (configure).
+SCALE = 1
+
+
+def configure(*, quick: bool) -> None:
+    """Take run.py's options: ``--quick`` measures balance and movement over a tenth of the keys."""
+    global SCALE
+    SCALE = 10 if quick else 1
+
+
 # RendezvousRouter costs ~35 µs per lookup at 100 nodes and ~300 µs at 1,000 on the
 # reference machine: balance and movement use this many keys for it (three passes each).
 RENDEZVOUS_KEYS = {10: KEYS, 100: 250_000, 1000: 25_000}
@@ -802,7 +809,7 @@ class TimedKeys:
             f"INFO  each repeat timed loops × {CHUNK} keys of the {KEYS:,}, a subsample for the"
             f" slow rows: fewest {fewest}; most {spans[-1][0]:,}. Balance and movement took"
             f" {seconds:.0f} s before the timing"
-            + (f", over every {SCALE}th key (--quick)" if QUICK else "")
+            + (f", over every {SCALE}th key (--quick)" if SCALE > 1 else "")
         )
 
 

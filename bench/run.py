@@ -4,7 +4,7 @@
 
     python bench/run.py                     # the full run, a few minutes
     python bench/run.py --quick             # a smoke run, under a minute
-    python bench/run.py --only breaker      # one module: retry, breaker, admission, idempotency, dlq
+    python bench/run.py --only breaker      # one module: retry, breaker, admission, idempotency, dlq, sharding
     python bench/run.py --json out.json --markdown out.md
 
 Benchmarks are reports, not tests: the exit status is 0 even when a budget is over,
@@ -72,6 +72,7 @@ class Bench:
     baseline_labels: dict[str, str] = dataclasses.field(default_factory=dict)
     teardown: Callable[[], None] = lambda: None
     per_item: dict[str, int] = dataclasses.field(default_factory=dict)
+    configure: Callable[..., None] = lambda *, quick: None
     cases: list[Case] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
 
@@ -146,6 +147,7 @@ BENCHES = (
         bench_sharding.BASELINE_LABELS,
         bench_sharding.teardown,
         bench_sharding.PER_ITEM,
+        bench_sharding.configure,
     ),
 )
 
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         choices=[b.key for b in BENCHES],
         metavar="NAME",
-        help="run only this benchmark (retry, breaker, admission, idempotency, dlq); repeatable",
+        help="run only this benchmark (retry, breaker, admission, idempotency, dlq, sharding); repeatable",
     )
     args = parser.parse_args(argv)
 
@@ -249,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     run = runner.loop.run_until_complete
     try:
         for bench in benches:
+            bench.configure(quick=args.quick)
             bench.cases, bench.skipped = bench.build(run)
             for name in bench.skipped:
                 print(f"note: {name} is not installed; its rows are skipped", file=sys.stderr)
