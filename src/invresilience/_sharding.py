@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import contextlib
 import itertools
 import math
 import threading
@@ -910,30 +911,103 @@ class _Ownership:
         router: RouterFactory,
         clock: Clock,
     ) -> None:
-        _check_node(owner, member)
-        _check_weight(owner, member, weight)
+        name: object = member
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"{owner}.member", member, "must be a non-empty str")
+        if not _is_number(weight) or not math.isfinite(weight) or weight <= 0:
+            raise ConfigurationError(f"{owner}.weight", weight, "must be a finite number > 0")
         lease = seconds(lease)
         if not _is_number(lease) or not math.isfinite(lease) or lease <= 0:
             raise ConfigurationError(
                 f"{owner}.lease", lease, "must be a finite number of seconds > 0"
             )
         beat = lease / 3 if heartbeat is None else seconds(heartbeat)
-        if not _is_number(beat) or not 0 < beat < lease:
+        if not _is_number(beat) or not 0 < beat < lease * (1 - _DRIFT):
             raise ConfigurationError(
                 f"{owner}.heartbeat",
                 heartbeat,
-                f"must be > 0 and shorter than the lease ({lease} s)",
+                f"must be > 0 and shorter than {1 - _DRIFT:g} of the lease ({lease} s), with room"
+                " for a round trip: a third of the lease is the usual choice",
             )
         self.member = member
         self.weight = float(weight)
         self.lease = float(lease)
         self.interval = float(beat)
-        self.token = uuid.uuid4().hex
-        self.incarnation = incarnation_of(self.token)
+        self.token = self.incarnation = ""
+        self.new_incarnation()
         self._factory = router
         self._clock = clock
         # Replaced whole, so that owns() never sees a view with another view's deadline.
         self._state = _Held(None, -math.inf, -math.inf, {}, None)
+        # Keys with work in flight (hold), and the newest version reported as acted on.
+        self._held: Counter[ShardKey] = Counter()
+        self._held_lock = threading.Lock()
+        self.acked = 0
+
+    def new_incarnation(self) -> None:
+        """A fresh token: the next join is a new member, which an old leave cannot remove."""
+        self.token = uuid.uuid4().hex
+        self.incarnation = incarnation_of(self.token)
+
+    def relinquish(self) -> None:
+        """Own nothing from now on, whatever becomes of the request that follows."""
+        held = self._state
+        self._state = _Held(held.view, -math.inf, -math.inf, held.routers, None)
+
+    def joined(self, view: MembershipView, sent_at: float) -> list[Any]:
+        """Adopt the view a join returned (the store records the join's version as acked)."""
+        _, events = self.adopt(view, sent_at)
+        self.acked = view.version
+        return events
+
+    def ack_to_send(self) -> int:
+        """The version to report as acted on: the newest held, unless work in flight forbids.
+
+        A key held by :meth:`hold` that routes elsewhere under the newest view keeps the
+        report at the last version sent, so the key's next owner waits until it is released.
+        """
+        view = self._state.view
+        if view is None or view.version <= self.acked:
+            return self.acked
+        with self._held_lock:
+            keys = list(self._held)
+        entry = self._state.routers.get(view.version)
+        router = None if entry is None else entry[1]
+        if keys and (router is None or any(router.route(k) != self.member for k in keys)):
+            return self.acked
+        return view.version
+
+    def beat(
+        self, view: MembershipView, sent_at: float, acked: int
+    ) -> tuple[bool, bool, list[Any]]:
+        """Adopt a heartbeat's view: whether still a member, whether to acknowledge it now, events."""
+        self.acked = max(self.acked, acked)
+        live, events = self.adopt(view, sent_at)
+        if not live:
+            if _events.active:
+                events.append(self.lost(view))
+            self.new_incarnation()
+            return False, False, events
+        return True, self.ack_to_send() > self.acked, events
+
+    def hold(self, key: ShardKey) -> int:
+        # Registered before the ownership check: an acknowledgement computed meanwhile
+        # either sees the key, or was computed after a view in which the check then fails.
+        name = _hashable(key)
+        with self._held_lock:
+            self._held[name] += 1
+        try:
+            return self.require(key)
+        except BaseException:
+            self.unhold(key)
+            raise
+
+    def unhold(self, key: ShardKey) -> None:
+        with self._held_lock:
+            name = _hashable(key)
+            self._held[name] -= 1
+            if self._held[name] <= 0:
+                del self._held[name]
 
     @property
     def view(self) -> MembershipView | None:
@@ -1145,6 +1219,12 @@ class AsyncStaticMembership:
         """Nothing to close."""
 
 
+def _hashable(key: ShardKey) -> ShardKey:
+    # bytes-like keys are accepted like bytes, but a bytearray cannot be a dict key.
+    value: object = key
+    return bytes(value) if isinstance(value, bytearray) else key
+
+
 def _emit(events: Iterable[Any]) -> None:
     for event in events:
         _events.emit(event)
@@ -1235,44 +1315,46 @@ class ShardAssignment:
             view = self._membership.join(
                 self.member, self._own.token, weight=self._own.weight, lease=self._own.lease
             )
-            _, events = self._own.adopt(view, sent)
+            events = self._own.joined(view, sent)
         _emit(events)
         return view
 
     def heartbeat(self) -> MembershipView:
         """Renew the lease, report the version acted on, and take the newest view.
 
+        A new version is acknowledged at once, with a second request, since the workers
+        taking keys over from this one wait for it; unless a key held by :meth:`hold` moves
+        away in it, in which case the acknowledgement waits until the key is released.
         A worker whose lease ran out (it was paused, or cut off from the store) is no longer
         a member: it emits a ``lease_lost`` event and joins again, as a new member.
         """
         with self._lock:
-            acked = self.version
-            sent = self._own.sent()
-            view = self._membership.heartbeat(
-                self.member, self._own.token, lease=self._own.lease, acked=acked
-            )
-            live, events = self._own.adopt(view, sent)
-            if live and view.version != acked:
-                # Acknowledge the new version at once: the workers taking keys over from
-                # this one wait for it.
-                sent = self._own.sent()
-                view = self._membership.heartbeat(
-                    self.member, self._own.token, lease=self._own.lease, acked=view.version
-                )
-                live, more = self._own.adopt(view, sent)
+            view, live, ack, events = self._beat_once()
+            if ack:
+                view, live, _, more = self._beat_once()
                 events += more
         _emit(events)
-        if not live:
-            if _events.active:
-                _events.emit(self._own.lost(view))
-            return self.join()
-        return view
+        return view if live else self.join()
+
+    def _beat_once(self) -> tuple[MembershipView, bool, bool, list[Any]]:
+        acked = self._own.ack_to_send()
+        sent = self._own.sent()
+        view = self._membership.heartbeat(
+            self.member, self._own.token, lease=self._own.lease, acked=acked
+        )
+        return (view, *self._own.beat(view, sent, acked))
 
     def leave(self) -> None:
-        """Leave the group: this worker owns nothing from now on, and its keys move at once."""
+        """Leave the group: this worker owns nothing from the call on, and its keys move.
+
+        The worker gives its keys up before the request is sent, so that whether the store
+        answers or not, it never owns a key that another worker may already have taken.
+        """
         self.stop()
+        self._own.relinquish()
         with self._lock:
             view = self._membership.leave(self.member, self._own.token)
+            self._own.new_incarnation()
             _, events = self._own.adopt(view, self._own.sent())
         _emit(events)
 
@@ -1287,6 +1369,24 @@ class ShardAssignment:
             NoShardOwnerError: it does not own *key* now.
         """
         return self._own.require(key)
+
+    @contextlib.contextmanager
+    def hold(self, key: ShardKey) -> Iterator[int]:
+        """Do work on *key* while owning it; the fence (membership version) for its writes.
+
+        While the block runs, the worker does not acknowledge a membership version under
+        which *key* moves away, so the key's next owner waits until the block ends (or this
+        worker's lease runs out). Work that can outlast a handoff belongs in such a block:
+        ``owns()`` alone says who may *start* work, not who may still be finishing it.
+
+        Raises:
+            NoShardOwnerError: this worker does not own *key* now.
+        """
+        version = self._own.hold(key)
+        try:
+            yield version
+        finally:
+            self._own.unhold(key)
 
     def owner(self, key: ShardKey) -> str:
         """The member *key* routes to at the newest version (it may still be taking over).
@@ -1397,39 +1497,35 @@ class AsyncShardAssignment:
             view = await self._membership.join(
                 self.member, self._own.token, weight=self._own.weight, lease=self._own.lease
             )
-            _, events = self._own.adopt(view, sent)
+            events = self._own.joined(view, sent)
         _emit(events)
         return view
 
     async def heartbeat(self) -> MembershipView:
         """Renew the lease and take the newest view; see :meth:`ShardAssignment.heartbeat`."""
         async with self._lock:
-            acked = self.version
-            sent = self._own.sent()
-            view = await self._membership.heartbeat(
-                self.member, self._own.token, lease=self._own.lease, acked=acked
-            )
-            live, events = self._own.adopt(view, sent)
-            if live and view.version != acked:
-                # Acknowledge the new version at once (see ShardAssignment.heartbeat).
-                sent = self._own.sent()
-                view = await self._membership.heartbeat(
-                    self.member, self._own.token, lease=self._own.lease, acked=view.version
-                )
-                live, more = self._own.adopt(view, sent)
+            view, live, ack, events = await self._beat_once()
+            if ack:
+                view, live, _, more = await self._beat_once()
                 events += more
         _emit(events)
-        if not live:
-            if _events.active:
-                _events.emit(self._own.lost(view))
-            return await self.join()
-        return view
+        return view if live else await self.join()
+
+    async def _beat_once(self) -> tuple[MembershipView, bool, bool, list[Any]]:
+        acked = self._own.ack_to_send()
+        sent = self._own.sent()
+        view = await self._membership.heartbeat(
+            self.member, self._own.token, lease=self._own.lease, acked=acked
+        )
+        return (view, *self._own.beat(view, sent, acked))
 
     async def leave(self) -> None:
         """Leave the group; see :meth:`ShardAssignment.leave`."""
         await self.stop()
+        self._own.relinquish()
         async with self._lock:
             view = await self._membership.leave(self.member, self._own.token)
+            self._own.new_incarnation()
             _, events = self._own.adopt(view, self._own.sent())
         _emit(events)
 
@@ -1440,6 +1536,15 @@ class AsyncShardAssignment:
     def require(self, key: ShardKey) -> int:
         """The membership version to fence work on *key* with; see :meth:`ShardAssignment.require`."""
         return self._own.require(key)
+
+    @contextlib.contextmanager
+    def hold(self, key: ShardKey) -> Iterator[int]:
+        """Do work on *key* while owning it; see :meth:`ShardAssignment.hold` (no I/O)."""
+        version = self._own.hold(key)
+        try:
+            yield version
+        finally:
+            self._own.unhold(key)
 
     def owner(self, key: ShardKey) -> str:
         """The member *key* routes to at the newest version; see :meth:`ShardAssignment.owner`."""

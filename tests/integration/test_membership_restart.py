@@ -8,7 +8,9 @@ lease has run out. A sampler thread checks, throughout, that no key is ever owne
 workers; afterwards the three workers own every key again.
 
 The first test is the same story told deterministically on a :class:`ManualClock`, with and
-without the quiet period, to show that the quiet period is what prevents the overlap.
+without the quiet period for an empty state, to show that it is what keeps a worker that
+joins the wiped store from overlapping the old owners; and that a surviving member's next
+heartbeat (acting on a version the store never reached) starts a quiet period anyway.
 """
 
 from __future__ import annotations
@@ -92,19 +94,26 @@ def test_quiet_period_is_what_keeps_a_wiped_store_from_making_two_owners(guarded
     assert set(KEYS) == {key for key in KEYS if a.owns(key) or b.owns(key)}
     assert set() == _doubly_owned([a, b])
 
-    store.wipe()  # "a" still holds its lease locally and keeps acting on its view
-    b.heartbeat()  # "b" finds itself gone and joins the empty state
-    assert {b.member} == set(b.view.members if b.view else ())
-    overlap = _doubly_owned([a, b])
+    store.wipe()  # "a" and "b" still hold their leases locally and keep acting
+    c = ir.ShardAssignment(store, "c", lease=10.0, clock=clock)
+    c.join()  # a new worker joins the empty state: the store cannot know of "a" and "b"
+    assert {c.member} == set(c.view.members if c.view else ())
+    overlap = _doubly_owned([a, b, c])
     if guarded:
         assert set() == overlap
-        assert not any(b.owns(key) for key in KEYS)
-        clock.advance(10.0)  # past every old lease: "a" has stopped on its own clock
-        assert not any(a.owns(key) for key in KEYS)
-        b.heartbeat()
-        assert set(KEYS) == {key for key in KEYS if b.owns(key)}
+        assert not any(c.owns(key) for key in KEYS)
+        clock.advance(10.0)  # past every old lease: "a" and "b" have stopped on their clocks
+        assert not any(a.owns(key) or b.owns(key) for key in KEYS)
+        c.heartbeat()
+        assert set(KEYS) == {key for key in KEYS if c.owns(key)}
     else:
-        assert overlap, "without the quiet period the new owner overlaps the old one"
+        assert overlap, "without the quiet period the new owner overlaps the old ones"
+    # Once "b" beats, any store learns that it went back: b acted on a version it never
+    # reached. It moves past that version and is quiet for a lease.
+    b.heartbeat()
+    assert b.view is not None
+    assert b.view.version > 2
+    assert b.view.quiet_for > 0
 
 
 @pytest.fixture

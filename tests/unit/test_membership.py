@@ -120,13 +120,15 @@ def test_heartbeat_renews_and_acks_without_a_bump() -> None:
     assert {} == view.history
 
 
-def test_acked_is_capped_at_the_version_and_never_goes_back() -> None:
-    """An acked beyond the version is capped; a lower one later changes nothing."""
+def test_acked_never_goes_back_and_beyond_the_version_means_the_store_went_back() -> None:
+    """A lower acked changes nothing; one beyond the version moves it past, quiet for a lease."""
     state = GroupState("g")
     state.join("a", "ta", weight=1, lease=LEASE, now=0.0)
     state.join("b", "tb", weight=1, lease=LEASE, now=0.0)
-    assert 2 == state.heartbeat("a", "ta", lease=LEASE, acked=99, now=0.0).members["a"].acked
+    assert 2 == state.heartbeat("a", "ta", lease=LEASE, acked=2, now=0.0).members["a"].acked
     assert 2 == state.heartbeat("a", "ta", lease=LEASE, acked=0, now=0.0).members["a"].acked
+    view = state.heartbeat("a", "ta", lease=LEASE, acked=99, now=1.0)
+    assert (100, 99, LEASE) == (view.version, view.members["a"].acked, view.quiet_for)
 
 
 def test_stale_token_heartbeat_and_leave_change_nothing() -> None:
@@ -931,9 +933,10 @@ def test_weight_changes_the_share() -> None:
         ({"lease": 3.0, "heartbeat": 4}, "heartbeat"),
         ({"heartbeat": 0}, "heartbeat"),
         ({"heartbeat": "1"}, "heartbeat"),
-        ({"weight": 0}, "nodes['a']"),
-        ({"weight": float("nan")}, "nodes['a']"),
-        ({"weight": "2"}, "nodes['a']"),
+        ({"lease": 3.0, "heartbeat": 2.95}, "heartbeat"),
+        ({"weight": 0}, "weight"),
+        ({"weight": float("nan")}, "weight"),
+        ({"weight": "2"}, "weight"),
     ],
 )
 def test_assignment_validates_its_settings(kwargs: dict[str, Any], field: str) -> None:

@@ -304,11 +304,23 @@ class GroupState:
         """Renew *member*'s lease and record *acked*; a view without it if its lease was lost."""
         self._sweep(now)
         self._start_quiet(lease, now)
+        if acked > self.version:
+            self._rolled_back(acked, lease, now)
         entry = self._members.get(member)
         if entry is not None and entry.token == token:
             entry.expires_at = now + lease
             entry.acked = max(entry.acked, min(acked, self.version))
         return self.view(now)
+
+    def _rolled_back(self, acked: int, lease: float, now: float) -> None:
+        # A member has acted on a version this state never reached: the store came back
+        # from an older copy (a snapshot, a lagging replica). Members it forgot may still be
+        # acting, and its version numbers were handed out before with other members: move
+        # the version past every one a member has seen, and own nothing for one lease.
+        self.version = acked
+        self._bump()
+        quiet = now + lease
+        self.quiet_until = quiet if self.quiet_until is None else max(self.quiet_until, quiet)
 
     def leave(self, member: str, token: str, *, now: float) -> MembershipView:
         """Remove *member* if *token* is its current incarnation."""

@@ -7,7 +7,8 @@ pytest collects (``Test...``) and say how to make the store of a given group; th
 join, leave, lease expiry and weight change bumps the version exactly once, renewals and
 heartbeats bump nothing, a live name cannot be taken by another incarnation (and each
 member shows :func:`~invresilience._core.membership.incarnation_of` its token), stale tokens
-change nothing, ``acked`` is capped at the current version and never goes back, the history
+change nothing, ``acked`` never goes back, a heartbeat acting on a version the store never
+reached (it came back from an older copy) moves the version past it with a quiet period, the history
 holds exactly the versions some live member may still act on, and a quiet period
 (:attr:`~invresilience.typing.MembershipView.quiet_for`), if the store starts one, lasts at
 most one lease.
@@ -273,19 +274,23 @@ async def _a_live_name_with_another_token_conflicts(h: _Harness) -> None:
     _expect_incarnation(view, "a", newer, "join(a) with another token after the lease")
 
 
-async def _a_heartbeat_records_acked_capped_at_the_version(h: _Harness) -> None:
+async def _a_heartbeat_records_acked_and_moves_past_a_version_it_never_reached(
+    h: _Harness,
+) -> None:
     token, _ = await h.join("a")
     await h.join("b")
     view = await h.heartbeat("a", token, 2)
     _expect_view(view, 2, {"a": (1.0, 2), "b": (1.0, 2)}, "heartbeat(a, acked=2)", history={})
-    view = await h.heartbeat("a", token, 99)
-    _expect_view(view, 2, {"a": (1.0, 2), "b": (1.0, 2)}, "heartbeat(a, acked=99): capped")
     view = await h.heartbeat("a", token, 0)
     _expect_view(view, 2, {"a": (1.0, 2), "b": (1.0, 2)}, "heartbeat(a, acked=0): kept")
-    await h.join("c")
+    # A member acting on version 99 of a group at version 2: the store came back from an
+    # older copy. It moves its version past 99 and is quiet for a lease.
     view = await h.heartbeat("a", token, 99)
-    expected = {"a": (1.0, 3), "b": (1.0, 2), "c": (1.0, 3)}
-    _expect_view(view, 3, expected, "heartbeat(a, acked=99) at version 3")
+    expected = {"a": (1.0, 99), "b": (1.0, 2)}
+    _expect_view(view, 100, expected, "heartbeat(a, acked=99) at version 2: rolled back")
+    _expect_quiet(view, h.lease, "heartbeat(a, acked=99): quiet_for")
+    if not view.quiet_for > 0:
+        raise AssertionError("heartbeat(a, acked=99): expected a quiet period, got none")
 
 
 async def _a_heartbeat_renews_the_lease(h: _Harness) -> None:
@@ -466,9 +471,10 @@ class _MembershipChecks:
         """join() under a live name with another token raises MembershipConflictError."""
         self._check(_a_live_name_with_another_token_conflicts)
 
-    def test_a_heartbeat_records_acked_capped_at_the_version(self) -> None:
-        """heartbeat() records acked, capped at the current version and never going back."""
-        self._check(_a_heartbeat_records_acked_capped_at_the_version)
+    def test_a_heartbeat_records_acked_and_moves_past_a_version_it_never_reached(self) -> None:
+        """heartbeat() records acked, never going back; an acked beyond the version means
+        the store went back to an older copy: the version moves past it, with a quiet period."""
+        self._check(_a_heartbeat_records_acked_and_moves_past_a_version_it_never_reached)
 
     def test_a_heartbeat_renews_the_lease(self) -> None:
         """heartbeat() renews the member's lease and bumps nothing."""
