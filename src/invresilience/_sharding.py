@@ -687,7 +687,7 @@ class HotKeyRouter(Generic[_N]):
     Args:
         router: A hashing router (:class:`RendezvousRouter`, :class:`SlotRouter`,
             :class:`JumpRouter`).
-        hot: Key to number of chunks (at least 1).
+        hot: Key to number of chunks (at least 2).
 
     .. versionadded:: 0.1.0
     """
@@ -697,9 +697,11 @@ class HotKeyRouter(Generic[_N]):
     def __init__(self, router: HashRouter[_N], hot: Mapping[ShardKey, int]) -> None:
         checked: dict[int, int] = {}
         for key, chunks in hot.items():
-            if not _is_int(chunks) or chunks < 1:
+            if not _is_int(chunks) or chunks < 2:
                 raise ConfigurationError(
-                    f"HotKeyRouter.hot[{key!r}]", chunks, "must be an int >= 1"
+                    f"HotKeyRouter.hot[{key!r}]",
+                    chunks,
+                    "must be an int >= 2 (a key in one chunk is not hot: leave it out)",
                 )
             checked[stable_hash(key)] = chunks
         self._router = router
@@ -859,6 +861,8 @@ class RouteDiff(Generic[_N]):
 def diff(old: Router[_N], new: Router[_N], keys: Iterable[Any]) -> RouteDiff[_N]:
     """Report exactly which of *keys* route differently under *new* than under *old*.
 
+    A key given twice counts once; ``bytearray`` keys are reported as ``bytes``.
+
     >>> before = RendezvousRouter(["a", "b", "c"])
     >>> moved = diff(before, before.without_node("b"), range(1000))
     >>> all(old == "b" for old, _ in moved.moved.values())
@@ -867,13 +871,16 @@ def diff(old: Router[_N], new: Router[_N], keys: Iterable[Any]) -> RouteDiff[_N]
     .. versionadded:: 0.1.0
     """
     moved: dict[Any, tuple[_N, _N]] = {}
-    total = 0
+    seen: set[Any] = set()
     for key in keys:
-        total += 1
+        key = _hashable(key)  # a bytearray is compared, and reported, as its bytes
+        if key in seen:
+            continue  # a key given twice is one key
+        seen.add(key)
         was, now = old.route(key), new.route(key)
         if was != now:
             moved[key] = (was, now)
-    return RouteDiff(moved=moved, total=total)
+    return RouteDiff(moved=moved, total=len(seen))
 
 
 # -- ownership ------------------------------------------------------------------------------

@@ -280,7 +280,8 @@ def test_diff_reports_exactly_the_changed_keys(
             expected[key] = (old.route(key), new.route(key))
     found = ir.diff(old, new, iter(keys))
     assert list(expected.items()) == list(found.moved.items())
-    assert len(keys) == found.total
+    distinct = {bytes(k) if isinstance(k, bytearray) else k for k in keys}
+    assert len(distinct) == found.total
     assert len(expected) == len(found)
 
 

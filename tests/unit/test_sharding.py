@@ -693,12 +693,13 @@ def test_a_hot_key_without_a_part_is_a_value_error() -> None:
         hot.route("WH-HOT")
 
 
-@pytest.mark.parametrize("chunks", [0, -1, True, 2.0, "8", None])
-def test_hot_key_chunks_must_be_an_int_of_at_least_one(chunks: Any) -> None:
-    """chunks must be an int >= 1: ConfigurationError naming the key and the value."""
+@pytest.mark.parametrize("chunks", [1, 0, -1, True, 2.0, "8", None])
+def test_hot_key_chunks_must_be_an_int_of_at_least_two(chunks: Any) -> None:
+    """chunks must be an int >= 2: ConfigurationError naming the key and the value."""
     error = configuration_error(ir.HotKeyRouter, ir.JumpRouter(4), {"WH-HOT": chunks})
     assert ("HotKeyRouter.hot['WH-HOT']", chunks) == (error.field, error.value)
-    assert f"must be an int >= 1, got {chunks!r}" in str(error)
+    assert "must be an int >= 2" in str(error)
+    assert f"got {chunks!r}" in str(error)
 
 
 def test_hot_keys_must_be_shard_keys() -> None:
@@ -832,8 +833,8 @@ def test_diff_reports_moves_fraction_flows_len_and_iteration() -> None:
     assert {12: ("b", "a"), 11: ("b", "a"), 14: ("b", "a")} == moved.moved
     assert [12, 11, 14] == list(moved)
     assert 3 == len(moved)
-    assert 7 == moved.total
-    assert 3 / 7 == moved.fraction
+    assert 6 == moved.total  # 12 was given twice: one key
+    assert 3 / 6 == moved.fraction
     assert Counter({("b", "a"): 3}) == moved.flows()
 
 
@@ -975,3 +976,14 @@ def test_range_router_without_boundaries_refuses_keys_of_other_types() -> None:
     assert "only" == router.route(5)
     with pytest.raises(TypeError, match="cannot route NoneType key None"):
         router.route(None)  # type: ignore[arg-type]
+
+
+def test_diff_counts_a_repeated_key_once_and_reports_bytearrays_as_bytes() -> None:
+    """A key listed twice is one key; a moved bytearray key is reported as its bytes."""
+    before = ir.RendezvousRouter(["a", "b", "c"])
+    after = before.without_node("b")
+    moved_key = next(k for k in (f"k{i}".encode() for i in range(100)) if before.route(k) == "b")
+    result = ir.diff(before, after, [bytearray(moved_key), moved_key, bytearray(moved_key)])
+    assert 1 == result.total
+    assert 1.0 == result.fraction
+    assert [moved_key] == list(result)
