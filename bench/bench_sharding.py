@@ -2,7 +2,10 @@
 
 Ours: :class:`~invresilience.SlotRouter` (the router the budget is on: O(1), for many
 nodes), :class:`~invresilience.RendezvousRouter` (O(nodes) per lookup) and
-:class:`~invresilience.JumpRouter` (numbered shards). The anchors: uhashring's and
+:class:`~invresilience.JumpRouter` (numbered shards). The designs the issue named as the
+alternatives to a slot table, AnchorHash and DxHash, in pure Python over the same
+``stable_hash`` (``bench/_alternatives.py``), with room to double the nodes: AnchorHash
+with ``2n`` buckets, DxHash with the smallest power of two ``≥ 2n`` positions. The anchors: uhashring's and
 hashring's ``HashRing`` (consistent-hash rings on MD5, with their default virtual nodes),
 jump-consistent-hash's ``jump.hash`` (fed ``zlib.crc32`` of the key, as it takes integers),
 and plain modulo: ``nodes[crc32(key) % n]`` and ``nodes[hash(key) % n]``.
@@ -36,9 +39,18 @@ keys moved on removing a middle node
     keys. Jump hashing cannot remove a middle shard; its rows renumber the last shard into
     the gap (shards ``n - 1``), which moves the removed shard's keys and the last shard's.
 
+``lookup, <n> nodes, <p>% removed, per key``
+    SlotRouter, AnchorHash and DxHash after ``p``% of the ``n`` nodes (10% and 50%, at
+    100 and 1,000 nodes) were removed one by one, in a fixed pseudo-random order, from
+    the routers above (so AnchorHash and DxHash keep their capacity while their removed
+    buckets or positions accumulate); the floor is ``hash(key) % m`` over the ``m`` nodes
+    left. The run checks, over a subsample of keys, that after the removals every key goes
+    to a node left, and that no key whose node is left moved.
+
 A benchmark that measures the wrong thing exits 2: every row must return one of its nodes,
 the timed lookup must agree with the one balance and movement were computed with, and our
-routers' moves must go only to the added node, or only from the removed one.
+routers' and the alternatives' moves must go only to the added node, or only from the
+removed one(s).
 
 Run it through ``bench/run.py``.
 """
@@ -48,6 +60,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
+import random
 import statistics
 import sys
 import time
@@ -57,6 +70,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from _alternatives import AnchorRouter, DxRouter
 from _harness import BASELINE, Case, Gap, Mode, Result
 
 if TYPE_CHECKING:
@@ -112,15 +126,41 @@ JUMP_HASH = "jump-consistent-hash jump.hash(crc32(key))"
 CRC_MODULO = "crc32(key) % n"
 HASH_MODULO = "hash(key) % n"
 FLOOR_LABEL = "hash(key) % n (floor: Python's str hash, cached in the str)"
+ANCHOR = "AnchorHash (pure Python)"
+DX = "DxHash (pure Python)"
+#: The alternatives to a slot table: checked, like ours, to move only the keys that must.
+ALTERNATIVES = (ANCHOR, DX)
+#: Lookups are also timed after this many percent of the nodes were removed, at these counts.
+REMOVED_PERCENTS = (10, 50)
+REMOVAL_NODES = (100, 1000)
+REMOVAL_CHECK_KEYS = 50_000  # keys the removal check follows (÷ SCALE)
+
+
+def anchor_capacity(nodes: int) -> int:
+    """AnchorHash's buckets: room for twice the initial nodes."""
+    return 2 * nodes
+
+
+def dx_capacity(nodes: int) -> int:
+    """DxHash's positions: the smallest power of two with room for twice the initial nodes."""
+    return 1 << (2 * nodes - 1).bit_length()
 
 
 def scenario(nodes: int) -> str:
     return f"lookup, {nodes:,} nodes, per key"
 
 
-BASELINE_LABELS = {scenario(n): FLOOR_LABEL for n in NODE_COUNTS}
+def removed_scenario(nodes: int, percent: int) -> str:
+    return f"lookup, {nodes:,} nodes, {percent}% removed, per key"
+
+
+#: Every scenario, to its initial number of nodes.
+SCENARIO_NODES = {scenario(n): n for n in NODE_COUNTS} | {
+    removed_scenario(n, p): n for n in REMOVAL_NODES for p in REMOVED_PERCENTS
+}
+BASELINE_LABELS = dict.fromkeys(SCENARIO_NODES, FLOOR_LABEL)
 #: Every scenario's timed call looks up CHUNK keys: run.py divides its figures by it.
-PER_ITEM = {scenario(n): CHUNK for n in NODE_COUNTS}
+PER_ITEM = dict.fromkeys(SCENARIO_NODES, CHUNK)
 
 NOTES = (
     (
@@ -135,6 +175,13 @@ NOTES = (
         " (120 points each, MD5) through get_node(key); jump-consistent-hash's jump.hash takes"
         " an int, so its key is zlib.crc32(key.encode()); crc32(key) % n and hash(key) % n"
         " index the node list."
+    ),
+    (
+        "AnchorHash and DxHash are bench/_alternatives.py, pure Python over the same"
+        " stable_hash, routing through route(key) like ours: AnchorHash (Algorithm 3) with"
+        " 2n buckets, DxHash with the smallest power of two >= 2n positions, so both have"
+        " room to double the nodes. The 'p% removed' scenarios time SlotRouter, AnchorHash"
+        " and DxHash after p% of the nodes were removed; their floor indexes the nodes left."
     ),
     (
         "The floor, nodes[hash(key) % n], reads the hash Python cached in each str the first"
@@ -244,6 +291,11 @@ class Family:
     def ours(self) -> bool:
         return self.label.startswith(OURS)
 
+    @property
+    def checked(self) -> bool:
+        """Ours and the alternatives: checked to move only the keys that must move."""
+        return self.ours or self.label in ALTERNATIVES
+
 
 def _families() -> tuple[list[Family], list[str]]:
     """Every family whose library imports; and the libraries that did not."""
@@ -286,6 +338,24 @@ def _families() -> tuple[list[Family], list[str]]:
             route,
             expected=route_hash,
             numbered=True,
+        ),
+        Family(
+            ANCHOR,
+            lambda nodes: AnchorRouter(nodes, anchor_capacity(len(nodes))),
+            route_hashes,
+            route,
+            with_node,
+            without_node,
+            route_hash,
+        ),
+        Family(
+            DX,
+            lambda nodes: DxRouter(nodes, dx_capacity(len(nodes))),
+            route_hashes,
+            route,
+            with_node,
+            without_node,
+            route_hash,
         ),
     ]
     skipped = []
@@ -429,7 +499,7 @@ def _measure(family: Family, count: int, sample: Sample) -> Measured:
     moved_add = _moved(before, after)
     if not set(after) <= node_set | {new_id}:
         _problems.append(f"{where}: after adding {new}, routed keys outside the nodes")
-    if family.ours:
+    if family.checked:
         strays = sum(1 for a, b in zip(before, after, strict=True) if a != b and b != new_id)
         if strays:
             _problems.append(f"{where}: adding {new} moved {strays} keys to other nodes")
@@ -451,7 +521,7 @@ def _measure(family: Family, count: int, sample: Sample) -> Measured:
     moved_remove = _moved(before, after)
     if not set(after) <= node_set - {gone}:
         _problems.append(f"{where}: after removing {middle}, routed keys outside the nodes left")
-    if family.ours and not family.numbered:
+    if family.checked and not family.numbered:
         strays = sum(1 for a, b in zip(before, after, strict=True) if a != b and a != gone)
         if strays or moved_remove != held:
             _problems.append(
@@ -545,18 +615,18 @@ def _hash_calls(nodes: list[str], chunks: list[list[str]]) -> Callable[[], tuple
 
 def _case(
     cases: list[Case],
-    nodes: int,
+    name: str,
     library: str,
     lookups: Callable[[], tuple[str, Node]],
     expected: Lookup,
     node_set: set[Hashable],
 ) -> None:
-    case = Case(scenario(nodes), MODE, library, lookups, _code(lookups))
+    case = Case(name, MODE, library, lookups, _code(lookups))
 
     def check() -> str | None:
         key, node = lookups()
         if node not in node_set:
-            return f"{key!r} went to {node!r}, not one of its {nodes} nodes"
+            return f"{key!r} went to {node!r}, not one of its {len(node_set)} nodes"
         if node != expected(key):
             return f"{key!r} went to {node!r}, but balance and movement used {expected(key)!r}"
         return None
@@ -616,8 +686,66 @@ def build_cases(run: Callable[[Awaitable[Any]], Any]) -> tuple[list[Case], list[
                 lookups = _jump_calls(_anchor("jump").hash, count, chunks)
             else:
                 library, lookups = family.label, _calls(family.lookup(router), chunks)
-            _case(cases, count, library, lookups, expected, node_set)
+            _case(cases, scenario(count), library, lookups, expected, node_set)
+    removable = [f for f in families if f.label == SLOT or f.label in ALTERNATIVES]
+    for count in REMOVAL_NODES:
+        _removal_cases(cases, removable, count, keys, chunks)
     return cases, skipped
+
+
+def _modulo(nodes: list[str]) -> Lookup:
+    count = len(nodes)
+    return lambda key: nodes[hash(key) % count]
+
+
+def _removal_cases(
+    cases: list[Case], families: list[Family], count: int, keys: list[str], chunks: list[list[str]]
+) -> None:
+    """Time SlotRouter and the alternatives after some of *count* nodes were removed.
+
+    The nodes go one by one, in a fixed pseudo-random order, from the router built over
+    all of them (AnchorHash and DxHash keep their capacity). Over a subsample of keys,
+    every key must go to a node left, and a key whose node is left must not move.
+    """
+    from invresilience._core.sharding import stable_hash
+
+    nodes = node_names(count)
+    order = random.Random(count).sample(nodes, count * max(REMOVED_PERCENTS) // 100)
+    probe_keys = keys[:: max(1, len(keys) // (REMOVAL_CHECK_KEYS // SCALE))]
+    hashes = [stable_hash(key) for key in probe_keys]
+    routers: dict[tuple[str, int], Any] = {}
+    for family in families:
+        print(f"removing nodes: {family.label}, {count} nodes", file=sys.stderr, flush=True)
+        router = family.make(nodes)
+        before = list(map(router.route_hash, hashes))
+        done = 0
+        for percent in REMOVED_PERCENTS:
+            target = count * percent // 100
+            for name in order[done:target]:
+                router = router.without_node(name)
+            done = target
+            gone = set(order[:target])
+            after = list(map(router.route_hash, hashes))
+            where = f"{family.label}, {count} nodes, {percent}% removed"
+            lost = sum(1 for node in after if node in gone or node not in nodes)
+            strays = sum(1 for a, b in zip(before, after, strict=True) if a != b and a not in gone)
+            if lost or strays:
+                _problems.append(
+                    f"{where}: {lost} of {len(hashes):,} keys went to a removed or unknown node,"
+                    f" {strays} moved although their node is left"
+                )
+            routers[family.label, percent] = router
+    for percent in REMOVED_PERCENTS:
+        left = [node for node in nodes if node not in set(order[: count * percent // 100])]
+        name = removed_scenario(count, percent)
+        node_set: set[Hashable] = set(left)
+        _case(cases, name, BASELINE, _hash_calls(left, chunks), _modulo(left), node_set)
+        for family in families:
+            router = routers[family.label, percent]
+            expected = (family.expected or family.lookup)(router)
+            _case(
+                cases, name, family.label, _calls(family.lookup(router), chunks), expected, node_set
+            )
 
 
 def check_cases(cases: list[Case], run: Callable[[Awaitable[Any]], Any]) -> list[str]:
@@ -770,8 +898,9 @@ class MovementTable:
     def verdict(self, results: list[Result]) -> tuple[bool, str]:
         lines = [
             (
-                "INFO  balance and keys moved, computed before the timing; our routers' moves"
-                " were checked to go only to the added node and only from the removed one."
+                "INFO  balance and keys moved, computed before the timing; the moves of our"
+                " routers, AnchorHash and DxHash were checked to go only to the added node and"
+                " only from the removed one."
                 " Jump hashing cannot remove a middle shard: its removal renumbers the last"
                 " shard into the gap, which moves the last shard's keys too (renumbered):"
             ),
@@ -798,7 +927,7 @@ class TimedKeys:
     """How many keys each row's timing covered per repeat (INFO): the subsample, said."""
 
     def verdict(self, results: list[Result]) -> tuple[bool, str]:
-        nodes = {scenario(n): n for n in NODE_COUNTS}
+        nodes = SCENARIO_NODES
         spans = sorted((r.loops * CHUNK, r.library, nodes[r.scenario]) for r in results)
         fewest = ", ".join(
             f"{keys:,} for {_short(library)} at {count:,} nodes"
@@ -813,6 +942,56 @@ class TimedKeys:
         )
 
 
+def _times(ours: Result, other: Result) -> float:
+    """The median over repeats of *other*'s time ÷ *ours* (timed in the same repeats)."""
+    return statistics.median(
+        theirs / mine for theirs, mine in zip(other.samples_ns, ours.samples_ns, strict=True)
+    )
+
+
+@dataclass(frozen=True)
+class Alternatives:
+    """SlotRouter beside AnchorHash and DxHash: lookup, with nodes removed, balance, moves (INFO)."""
+
+    def verdict(self, results: list[Result]) -> tuple[bool, str]:
+        rows = {(r.scenario, r.library): r for r in results}
+        lines = [
+            (
+                "INFO  SlotRouter beside the alternatives the issue named, AnchorHash (2n"
+                " buckets) and DxHash (the smallest power of two >= 2n positions), pure Python"
+                " over the same stable_hash: µs per lookup with every node and after 10% and"
+                " 50% of them were removed (× SlotRouter: the median over repeats of the"
+                " row's time ÷ SlotRouter's in the same repeat and scenario); balance and keys"
+                " moved from the table below:"
+            ),
+            "",
+            (
+                "| nodes | router | every node: µs | × Slot | 10% removed: µs | × Slot"
+                " | 50% removed: µs | × Slot | balance | add: × optimal | remove: × its keys |"
+            ),
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for count in REMOVAL_NODES:
+            names = [scenario(count)] + [removed_scenario(count, p) for p in REMOVED_PERCENTS]
+            for label in (SLOT, *ALTERNATIVES):
+                cells = []
+                for name in names:
+                    mine, slot = rows.get((name, label)), rows.get((name, SLOT))
+                    if mine is None or slot is None:
+                        cells += ["–", "–"]
+                    else:
+                        cells += [f"{_per_key(mine):.2f}", f"{_times(slot, mine):.2f}×"]
+                m = _find(label, count)
+                moved = (
+                    ["–"] * 3
+                    if m is None
+                    else [f"{m.balance:.3f}", f"{m.add_ratio:.2f}×", f"{m.remove_ratio:.2f}×"]
+                )
+                name = f"**{label}**" if label.startswith(OURS) else label
+                lines.append(f"| {count:,} | {name} | " + " | ".join(cells + moved) + " |")
+        return True, "\n".join(lines)
+
+
 BUDGETS = (
     LookupTime(BUDGET_NODES, LOOKUP_BUDGET_US),
     Balance(BUDGET_NODES, BALANCE_BUDGET),
@@ -820,5 +999,6 @@ BUDGETS = (
     LookupTime(10),
     LookupTime(1000),
     TimedKeys(),
+    Alternatives(),
     MovementTable(),
 )
