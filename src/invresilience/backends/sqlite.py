@@ -364,12 +364,35 @@ def _connect(path: str, durability: _Durability, busy_timeout: float) -> sqlite3
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
     try:
-        connection.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(connection, busy_timeout)
         connection.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _enable_wal(connection: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put the database in WAL mode, waiting out processes that open it at the same moment.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is
+    locked" at once, without its busy handler, when another connection holds a lock: so
+    processes starting together on a fresh file retry here, for up to *busy_timeout*.
+    """
+    waited = 0.0
+    pause = 0.005
+    while True:
+        try:
+            (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or waited >= busy_timeout:
+                raise
+        SYSTEM_CLOCK.sleep(pause)
+        waited += pause
+        pause = min(pause * 2, 0.1)
 
 
 class _Database:
