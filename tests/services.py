@@ -40,7 +40,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 __all__ = [
     "AMQP",
@@ -57,6 +57,7 @@ __all__ = [
     "probe_postgres",
     "probe_redis",
     "redact",
+    "redis_prefix",
     "redis_url",
     "require",
     "services_required",
@@ -373,6 +374,20 @@ def postgres_url() -> str:
 def redis_url() -> str:
     """URL of a Redis server that answered ``PING``."""
     return require(REDIS)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own, whose keys are deleted afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"invresilience-test:{uuid.uuid4().hex}"
+    yield prefix
+    with redis.Redis.from_url(redis_url) as client:
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            client.delete(key)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import json
 import socket
 import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -49,16 +48,6 @@ SHORT = 0.3
 
 
 @pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own, whose keys are deleted afterwards."""
-    prefix = f"invresilience-test:{uuid.uuid4().hex}"
-    yield prefix
-    with redis.Redis.from_url(redis_url) as client:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
-
-
-@pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     """A sync client of the real Redis that does not retry."""
     with redis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0)) as client:
@@ -66,9 +55,9 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def group(client: redis.Redis, prefix: str) -> RedisMembership:
+def group(client: redis.Redis, redis_prefix: str) -> RedisMembership:
     """The membership of group ``g`` under the test's prefix."""
-    return RedisMembership(client, "g", prefix=prefix)
+    return RedisMembership(client, "g", prefix=redis_prefix)
 
 
 def document(client: redis.Redis, group: RedisMembership) -> dict[str, Any]:
@@ -112,10 +101,10 @@ def refused() -> dict[str, Any]:
 
 
 def test_a_group_is_one_json_key_with_a_hash_tag_and_no_ttl(
-    client: redis.Redis, group: RedisMembership, prefix: str
+    client: redis.Redis, group: RedisMembership, redis_prefix: str
 ) -> None:
     """Joins, heartbeats and leaves keep one key, <prefix>:{g}:membership, that never expires."""
-    assert f"{prefix}:{{g}}:membership" == group.key
+    assert f"{redis_prefix}:{{g}}:membership" == group.key
     assert (0, {}, {}) == summary(group.view())
     assert 0 == client.exists(group.key)
     assert (1, {"a": 1.0}, {"a": 1}) == summary(group.join("a", "ta", weight=1.0, lease=LONG))
@@ -134,7 +123,7 @@ def test_a_group_is_one_json_key_with_a_hash_tag_and_no_ttl(
         stored["members"]["a"][3],
     )
     assert -1 == client.ttl(group.key)
-    assert [group.key] == [key.decode() for key in client.scan_iter(match=f"{prefix}:*")]
+    assert [group.key] == [key.decode() for key in client.scan_iter(match=f"{redis_prefix}:*")]
 
 
 def test_a_weight_change_bumps_the_version_and_a_renewal_does_not(
@@ -223,12 +212,12 @@ def test_the_history_is_trimmed_to_the_oldest_acked_version(
 
 
 def test_two_connections_and_a_decoding_client_see_one_group(
-    redis_url: str, group: RedisMembership, prefix: str
+    redis_url: str, group: RedisMembership, redis_prefix: str
 ) -> None:
     """A store on another connection, even one with decode_responses, shares the group."""
     group.join("a", "ta", weight=1.0, lease=LONG)
     with redis.Redis.from_url(redis_url, decode_responses=True) as other_client:
-        other = RedisMembership(other_client, "g", prefix=prefix)
+        other = RedisMembership(other_client, "g", prefix=redis_prefix)
         assert (2, {"a": 1.0, "b": 1.0}, {"a": 1, "b": 2}) == summary(
             other.join("b", "tb", weight=1.0, lease=LONG)
         )
@@ -236,7 +225,7 @@ def test_two_connections_and_a_decoding_client_see_one_group(
 
 
 def test_eight_threads_joining_at_once_each_bump_the_version_once(
-    redis_url: str, group: RedisMembership, prefix: str
+    redis_url: str, group: RedisMembership, redis_prefix: str
 ) -> None:
     """Eight threads, each on its own connection, join: versions 1..8 once each, nobody lost."""
     start = threading.Barrier(8)
@@ -244,7 +233,7 @@ def test_eight_threads_joining_at_once_each_bump_the_version_once(
 
     def worker(i: int) -> None:
         with redis.Redis.from_url(redis_url) as own:
-            store = RedisMembership(own, "g", prefix=prefix)
+            store = RedisMembership(own, "g", prefix=redis_prefix)
             start.wait()
             view = store.join(f"m{i}", f"t{i}", weight=1.0, lease=LONG)
             versions[f"m{i}"] = view.version
@@ -288,27 +277,27 @@ class Meddler:
 
 
 def test_a_write_between_read_and_exec_is_retried_even_for_a_read(
-    redis_url: str, group: RedisMembership, client: redis.Redis, prefix: str
+    redis_url: str, group: RedisMembership, client: redis.Redis, redis_prefix: str
 ) -> None:
     """EXEC fails when another client wrote the key; the operation starts over and succeeds."""
     group.join("a", "ta", weight=1.0, lease=LONG)
     with redis.Redis.from_url(redis_url) as own:
         meddler = Meddler(own, client, group.key, times=3)
-        store = RedisMembership(meddler, "g", prefix=prefix)  # type: ignore[arg-type]
+        store = RedisMembership(meddler, "g", prefix=redis_prefix)  # type: ignore[arg-type]
         assert (1, {"a": 1.0}, {"a": 1}) == summary(store.view())
         assert 0 == meddler.times
         assert (1, {"a": 1.0}, {"a": 1}) == summary(store.heartbeat("a", "ta", lease=1, acked=1))
 
 
 def test_a_group_written_during_every_attempt_gives_up_with_a_backend_error(
-    redis_url: str, group: RedisMembership, client: redis.Redis, prefix: str
+    redis_url: str, group: RedisMembership, client: redis.Redis, redis_prefix: str
 ) -> None:
     """After MEMBERSHIP_ATTEMPTS lost races the operation raises BackendError naming the group."""
     group.join("a", "ta", weight=1.0, lease=LONG)
     before = client.get(group.key)
     with redis.Redis.from_url(redis_url) as own:
         meddler = Meddler(own, client, group.key, times=MEMBERSHIP_ATTEMPTS)
-        store = RedisMembership(meddler, "g", prefix=prefix)  # type: ignore[arg-type]
+        store = RedisMembership(meddler, "g", prefix=redis_prefix)  # type: ignore[arg-type]
         with pytest.raises(BackendError, match=rf"group 'g' .* {MEMBERSHIP_ATTEMPTS} attempts"):
             store.heartbeat("a", "ta", lease=1, acked=1)
         assert 0 == meddler.times
@@ -344,9 +333,11 @@ def test_a_key_of_another_type_is_a_backend_error_not_unavailable(
     assert isinstance(info.value.__cause__, redis.exceptions.ResponseError)
 
 
-def test_unreachable_redis_is_backend_unavailable(prefix: str) -> None:
+def test_unreachable_redis_is_backend_unavailable(redis_prefix: str) -> None:
     """Connection refused raises BackendUnavailableError naming the operation, chained."""
-    store = RedisMembership(redis.Redis(**refused(), retry=Retry(NoBackoff(), 0)), prefix=prefix)
+    store = RedisMembership(
+        redis.Redis(**refused(), retry=Retry(NoBackoff(), 0)), prefix=redis_prefix
+    )
     with pytest.raises(BackendUnavailableError, match=r"RedisMembership\.join:") as info:
         store.join("a", "ta", weight=1.0, lease=LONG)
     assert isinstance(info.value.__cause__, redis.exceptions.ConnectionError)
@@ -355,7 +346,7 @@ def test_unreachable_redis_is_backend_unavailable(prefix: str) -> None:
         aclient = redis.asyncio.Redis(**refused(), retry=AsyncRetry(NoBackoff(), 0))
         try:
             with pytest.raises(BackendUnavailableError, match=r"AsyncRedisMembership\.view:"):
-                await AsyncRedisMembership(aclient, prefix=prefix).view()
+                await AsyncRedisMembership(aclient, prefix=redis_prefix).view()
         finally:
             await aclient.aclose()
 
@@ -389,13 +380,13 @@ def test_bad_group_names_prefixes_and_arguments_are_refused(
 
 
 def test_the_async_twin_shares_the_group(
-    redis_url: str, client: redis.Redis, group: RedisMembership, prefix: str
+    redis_url: str, client: redis.Redis, group: RedisMembership, redis_prefix: str
 ) -> None:
     """AsyncRedisMembership reads and writes the sync store's key with the same rules."""
     group.join("a", "ta", weight=1.0, lease=LONG)
 
     async def body(aclient: redis.asyncio.Redis) -> None:
-        store = AsyncRedisMembership(aclient, "g", prefix=prefix)
+        store = AsyncRedisMembership(aclient, "g", prefix=redis_prefix)
         assert ("g", group.key) == (store.group, store.key)
         assert "AsyncRedisMembership('g', prefix=" in repr(store)
         assert (2, {"a": 1.0, "b": 2.0}, {"a": 1, "b": 2}) == summary(
@@ -423,13 +414,16 @@ def test_the_async_twin_shares_the_group(
     run_async(redis_url, body)
 
 
-def test_backend_factories_use_its_clients_and_prefix(redis_url: str, prefix: str) -> None:
+def test_backend_factories_use_its_clients_and_prefix(redis_url: str, redis_prefix: str) -> None:
     """membership() and async_membership() share one key under the backend's prefix."""
 
     async def main() -> None:
-        async with RedisBackend(redis_url, prefix=prefix) as backend:
+        async with RedisBackend(redis_url, prefix=redis_prefix) as backend:
             store = backend.membership("orders")
-            assert (f"{prefix}:{{orders}}:membership", backend.client) == (store.key, store.client)
+            assert (f"{redis_prefix}:{{orders}}:membership", backend.client) == (
+                store.key,
+                store.client,
+            )
             store.join("a", "ta", weight=1.0, lease=LONG)
             astore = backend.async_membership("orders")
             assert astore.client is backend.async_client
@@ -441,14 +435,14 @@ def test_backend_factories_use_its_clients_and_prefix(redis_url: str, prefix: st
 
 
 def test_shard_assignments_over_redis_split_the_keys_and_take_over_on_leave(
-    client: redis.Redis, prefix: str
+    client: redis.Redis, redis_prefix: str
 ) -> None:
     """Two workers own every key exactly once when settled, never one key together, and the
     survivor owns everything once the other leaves."""
     lease = 0.5
     keys = range(200)
-    a = ShardAssignment(RedisMembership(client, "w", prefix=prefix), "a", lease=lease)
-    b = ShardAssignment(RedisMembership(client, "w", prefix=prefix), "b", lease=lease)
+    a = ShardAssignment(RedisMembership(client, "w", prefix=redis_prefix), "a", lease=lease)
+    b = ShardAssignment(RedisMembership(client, "w", prefix=redis_prefix), "b", lease=lease)
     a.join()
     b.join()
     assert not any(a.owns(key) or b.owns(key) for key in keys)  # the fresh group is quiet
@@ -467,4 +461,4 @@ def test_shard_assignments_over_redis_split_the_keys_and_take_over_on_leave(
     a.heartbeat()
     assert all(a.owns(key) for key in keys)
     a.leave()
-    assert {} == RedisMembership(client, "w", prefix=prefix).view().members
+    assert {} == RedisMembership(client, "w", prefix=redis_prefix).view().members

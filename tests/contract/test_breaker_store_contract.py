@@ -7,7 +7,6 @@ suite waits out short real durations (see :mod:`invresilience.contract`).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,8 +21,6 @@ from invresilience.contract.breaker import _run_now
 from invresilience.testing import ManualClock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from invresilience._core.breaker import BreakerSpec, SharedBreakerState
 
 
@@ -51,16 +48,6 @@ class TestAsyncMemoryBreakerStore(AsyncBreakerStoreContract):
 
     async def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own, whose keys are deleted afterwards."""
-    prefix = f"invresilience-test:{uuid.uuid4().hex}"
-    yield prefix
-    with redis.Redis.from_url(redis_url) as client:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
 
 
 class TestRedisBreakerStore(BreakerStoreContract):

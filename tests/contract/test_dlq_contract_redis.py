@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,16 +15,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from invresilience.typing import AsyncDeadLetterStore
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own, whose keys are deleted afterwards."""
-    prefix = f"invresilience-test:{uuid.uuid4().hex}"
-    yield prefix
-    with redis.Redis.from_url(redis_url) as client:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
 
 
 class TestRedisDeadLetterStore(DeadLetterStoreContract):

@@ -6,8 +6,7 @@ suite waits out short real durations (see :mod:`invresilience.contract`).
 
 from __future__ import annotations
 
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import redis
@@ -17,9 +16,6 @@ from invresilience._admission import MemoryRateLimitStore
 from invresilience.backends.redis import AsyncRedisRateLimitStore, RedisRateLimitStore
 from invresilience.contract import AsyncRateLimitStoreContract, RateLimitStoreContract
 from invresilience.testing import ManualClock
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 
 class _AsyncMemoryRateLimitStore:
@@ -58,16 +54,6 @@ class TestAsyncMemoryRateLimitStore(AsyncRateLimitStoreContract):
 
     async def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A key prefix of this test's own, whose keys are deleted afterwards."""
-    prefix = f"invresilience-test:{uuid.uuid4().hex}"
-    yield prefix
-    with redis.Redis.from_url(redis_url) as client:
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
 
 
 class TestRedisRateLimitStore(RateLimitStoreContract):
