@@ -800,13 +800,12 @@ class BoundedLoadRouter(Generic[_N]):
             if node is not None:
                 return node
             total = len(self._assigned) + 1
-            choices = self._router.ranked_hash(hashed)
-            for candidate in choices:
-                cap = math.ceil(self._factor * total * self._share[candidate])
-                if self._load[candidate] < cap:
-                    break
-            else:  # pragma: no cover - the caps sum to more than the load
-                candidate = choices[0]
+            # The caps sum to factor x (assigned + 1) > assigned: some node is under its cap.
+            candidate = next(
+                node
+                for node in self._router.ranked_hash(hashed)
+                if self._load[node] < math.ceil(self._factor * total * self._share[node])
+            )
             self._assigned[hashed] = candidate
             self._load[candidate] += 1
             return candidate
