@@ -297,14 +297,11 @@ def _give(
 def add_to_table(
     table: Sequence[str], weights: Mapping[str, float], node: str, weight: float
 ) -> list[str]:
-    """*table* with *node* added: it takes its share, and no other slot changes hands."""
-    new_weights = {**weights, node: weight}
-    ideal = _ideal(new_weights, len(table))
-    result = list(table)
-    held = _slots_of(result)
-    donors = {other: share for other, share in ideal.items() if other != node}
-    _take(result, held, donors, node, min(_target(ideal[node]), len(table) - len(donors)))
-    return result
+    """*table* with *node* added: it takes its share, and no other slot changes hands.
+
+    A new node is a node whose weight goes from nothing to *weight*.
+    """
+    return reweight_table(table, weights, node, weight)
 
 
 def remove_from_table(table: Sequence[str], weights: Mapping[str, float], node: str) -> list[str]:
@@ -320,13 +317,14 @@ def remove_from_table(table: Sequence[str], weights: Mapping[str, float], node: 
 def reweight_table(
     table: Sequence[str], weights: Mapping[str, float], node: str, weight: float
 ) -> list[str]:
-    """*table* with *node*'s weight changed: slots move only to or from *node*."""
+    """*table* with *node*'s weight set (*node* may be new): slots move only to or from it."""
     new_weights = {**weights, node: weight}
     ideal = _ideal(new_weights, len(table))
     result = list(table)
     held = _slots_of(result)
     have = len(held.get(node, ()))
-    want = min(_target(ideal[node]), len(table) - (len(weights) - 1))
+    # Every other node keeps at least one slot.
+    want = min(_target(ideal[node]), len(table) - (len(new_weights) - 1))
     others = {other: share for other, share in ideal.items() if other != node}
     if want > have:
         _take(result, held, others, node, want - have)
