@@ -996,24 +996,20 @@ class _Ownership:
             return False, False, events
         return True, self.ack_to_send() > self.acked, events
 
-    def hold(self, key: ShardKey) -> int:
+    @contextlib.contextmanager
+    def hold(self, key: ShardKey) -> Iterator[int]:
         # Registered before the ownership check: an acknowledgement computed meanwhile
         # either sees the key, or was computed after a view in which the check then fails.
         name = _hashable(key)
         with self._held_lock:
             self._held[name] += 1
         try:
-            return self.require(key)
-        except BaseException:
-            self.unhold(key)
-            raise
-
-    def unhold(self, key: ShardKey) -> None:
-        with self._held_lock:
-            name = _hashable(key)
-            self._held[name] -= 1
-            if self._held[name] <= 0:
-                del self._held[name]
+            yield self.require(key)
+        finally:
+            with self._held_lock:
+                self._held[name] -= 1
+                if self._held[name] <= 0:
+                    del self._held[name]
 
     @property
     def view(self) -> MembershipView | None:
@@ -1376,8 +1372,7 @@ class ShardAssignment:
         """
         return self._own.require(key)
 
-    @contextlib.contextmanager
-    def hold(self, key: ShardKey) -> Iterator[int]:
+    def hold(self, key: ShardKey) -> contextlib.AbstractContextManager[int]:
         """Do work on *key* while owning it; the fence (membership version) for its writes.
 
         While the block runs, the worker does not acknowledge a membership version under
@@ -1388,11 +1383,7 @@ class ShardAssignment:
         Raises:
             NoShardOwnerError: this worker does not own *key* now.
         """
-        version = self._own.hold(key)
-        try:
-            yield version
-        finally:
-            self._own.unhold(key)
+        return self._own.hold(key)
 
     def owner(self, key: ShardKey) -> str:
         """The member *key* routes to at the newest version (it may still be taking over).
@@ -1543,14 +1534,9 @@ class AsyncShardAssignment:
         """The membership version to fence work on *key* with; see :meth:`ShardAssignment.require`."""
         return self._own.require(key)
 
-    @contextlib.contextmanager
-    def hold(self, key: ShardKey) -> Iterator[int]:
+    def hold(self, key: ShardKey) -> contextlib.AbstractContextManager[int]:
         """Do work on *key* while owning it; see :meth:`ShardAssignment.hold` (no I/O)."""
-        version = self._own.hold(key)
-        try:
-            yield version
-        finally:
-            self._own.unhold(key)
+        return self._own.hold(key)
 
     def owner(self, key: ShardKey) -> str:
         """The member *key* routes to at the newest version; see :meth:`ShardAssignment.owner`."""
